@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from pyproj import CRS, Proj, Transformer
+from pyproj import CRS, Geod, Transformer
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.warp import reproject
@@ -43,6 +43,7 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".png", ".jpg", ".jpeg", ".vrt", ".i
 SAR_NAMES = ("VV", "VH", "HH", "HV")
 # Pixels per window when a scene is streamed: ~16 MB per float32 band.
 DEFAULT_WINDOW_PIXELS = 4_194_304
+_GEOD = Geod(ellps="WGS84")
 
 
 def pixel_to_map(transform: Affine, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +117,9 @@ class Grid:
         """Ground area of each pixel in m², broadcastable to the window's shape.
 
         Geographic CRS: exact ellipsoidal area per row (cells shrink with latitude).
-        Projected CRS: planar area corrected by the projection's areal scale factor,
-        so Web Mercator or UTM far from its meridian still give true ground area.
+        Projected CRS: planar area times the ratio of geodesic (WGS84) to planar area
+        measured on blocks of pixels, so Web Mercator, or UTM far from its central
+        meridian, still give true ground area.
         None when the grid has no CRS.
         """
         if self.crs is None:
@@ -153,8 +155,7 @@ class _PixelAreaModel:
         else:
             unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
             self.planar_m2 = abs(t.a * t.e - t.b * t.d) * unit * unit
-            self._to_geodetic = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
-            self._proj = Proj(crs)
+            self._to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
 
     def area(self, window: Window) -> np.ndarray:
         if self.geographic:
@@ -180,38 +181,41 @@ class _PixelAreaModel:
         return band_area.reshape(-1, 1)
 
     def _projected(self, window: Window) -> np.ndarray:
-        scale = self._areal_scale(window)
-        return self.planar_m2 / scale
+        return self.planar_m2 * self._ground_over_planar(window)
 
-    def _areal_scale(self, window: Window) -> np.ndarray:
-        # The areal scale factor varies smoothly: sample it on a coarse lattice of
-        # pixel centres and interpolate bilinearly.
+    def _ground_over_planar(self, window: Window) -> np.ndarray:
+        """Ratio of true (geodesic) to planar pixel area, sampled on a coarse lattice
+        of pixel blocks and interpolated bilinearly: it varies smoothly, and a geodesic
+        polygon per pixel would cost far more than the index computation itself."""
         h, w = int(window.height), int(window.width)
-        n_r, n_c = min(h, 17), min(w, 17)
+        n_r, n_c = min(h, 9), min(w, 9)
         rows = np.linspace(window.row_off + 0.5, window.row_off + h - 0.5, n_r)
         cols = np.linspace(window.col_off + 0.5, window.col_off + w - 0.5, n_c)
-        cc, rr = np.meshgrid(cols, rows)
-        x, y = pixel_to_map(self.grid.transform, cc.ravel(), rr.ravel())
-        try:
-            lon, lat = self._to_geodetic.transform(x, y)
-            factors = self._proj.get_factors(lon, lat, errcheck=False)
-            scale = np.asarray(factors.areal_scale, dtype=np.float64).reshape(n_r, n_c)
-        except Exception:  # projections without factors: planar area is our best
+        half = 4.0  # an 8x8-pixel block keeps the polygon area well above rounding noise
+        ratio = np.empty((n_r, n_c))
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                ratio[i, j] = self._block_ratio(r, c, half)
+        if not np.all(np.isfinite(ratio)) or np.any(ratio <= 0):
             return np.ones((1, 1))
-        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            return np.ones((1, 1))
-        if np.ptp(scale) <= 1e-7 * scale.mean():
-            return np.full((1, 1), scale.mean())
+        if n_r == 1 or n_c == 1 or np.ptp(ratio) <= 1e-7 * ratio.mean():
+            return np.full((1, 1), ratio.mean())
         from scipy.interpolate import RegularGridInterpolator
 
-        interp = RegularGridInterpolator((rows, cols), scale, bounds_error=False, fill_value=None)
+        interp = RegularGridInterpolator((rows, cols), ratio, bounds_error=False, fill_value=None)
         r_full = np.arange(window.row_off, window.row_off + h) + 0.5
         c_full = np.arange(window.col_off, window.col_off + w) + 0.5
-        if n_r == 1 or n_c == 1:
-            return np.full((1, 1), scale.mean())
-        # Separable bilinear on a regular lattice: interpolate rows then columns.
-        rr_f, cc_f = np.meshgrid(r_full, c_full, indexing="ij")
-        return interp(np.stack([rr_f.ravel(), cc_f.ravel()], axis=1)).reshape(h, w)
+        rr, cc = np.meshgrid(r_full, c_full, indexing="ij")
+        return interp(np.stack([rr.ravel(), cc.ravel()], axis=1)).reshape(h, w)
+
+    def _block_ratio(self, row: float, col: float, half: float) -> float:
+        cols = np.array([col - half, col + half, col + half, col - half])
+        rows = np.array([row - half, row - half, row + half, row + half])
+        x, y = pixel_to_map(self.grid.transform, cols, rows)
+        lon, lat = self._to_lonlat.transform(x, y)
+        ground = abs(_GEOD.polygon_area_perimeter(lon, lat)[0])
+        planar = self.planar_m2 * (2 * half) ** 2
+        return ground / planar
 
 
 @dataclass(frozen=True)
