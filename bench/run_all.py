@@ -1,0 +1,61 @@
+"""`make bench`: run every bench/*_bench.py, one JSON each, and a Markdown table in
+bench/RESULTS.md with the machine description and the date."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}"
+
+
+def rows(data: object, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(data, dict):
+        out: list[tuple[str, str]] = []
+        for key, value in data.items():
+            out += rows(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}")
+        return out
+    if isinstance(data, float):
+        return [(prefix.rstrip("."), f"{data:.4g}")]
+    return [(prefix.rstrip("."), str(data))]
+
+
+def main() -> int:
+    scripts = sorted(BENCH.glob("*_bench.py"))
+    sections = [f"# Benchmarks\n\n{machine()}; run {dt.datetime.now():%Y-%m-%d %H:%M}.\n"]
+    failed = 0
+    for script in scripts:
+        out = BENCH / f"{script.stem}.json"
+        print(f"== {script.name}", flush=True)
+        proc = subprocess.run([sys.executable, str(script), "--out", str(out)], cwd=BENCH.parent)
+        if proc.returncode != 0 or not out.exists():
+            failed += 1
+            sections.append(f"## {script.stem}\n\nfailed (exit {proc.returncode}).\n")
+            continue
+        table = "\n".join(f"| {k} | {v} |" for k, v in rows(json.loads(out.read_text())))
+        sections.append(f"## {script.stem}\n\n| figure | value |\n|---|---|\n{table}\n")
+    (BENCH / "RESULTS.md").write_text("\n".join(sections))
+    print(f"wrote {BENCH / 'RESULTS.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
