@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import rasterio
 import rasterio.features
 import rasterio.shutil
 import rasterio.warp
+from rasterio.errors import NotGeoreferencedWarning
 from PIL import Image
 from pyproj import Geod
 from rasterio.windows import Window
@@ -40,6 +42,11 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600 files; a result should be as readable as any file the
+        # user creates, so apply the process umask as open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -73,8 +80,9 @@ def write_raster(
     profile: dict[str, Any] = {
         "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count,
         "dtype": dtype, "crs": grid.crs, "transform": grid.transform, "nodata": nodata,
-        "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
-        "BIGTIFF": "IF_SAFER",
+        "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
+        # a COG is re-encoded from the staging file, so compress only once, at the end
+        "compress": "none" if cog else "deflate",
     }
     if grid.width < 512 or grid.height < 512:
         profile.update(tiled=False)
@@ -82,7 +90,11 @@ def write_raster(
     with atomic_path(dest) as final_tmp:
         staging = final_tmp.with_name(final_tmp.name + ".gtiff") if cog else final_tmp
         try:
-            with rasterio.open(staging, "w", **profile) as out:
+            with warnings.catch_warnings():
+                # a PNG pair without CRS still gets a raster on its pixel grid
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                out = rasterio.open(staging, "w", **profile)
+            with out:
                 for window, data in (first, *iterator):
                     arr = data if data.ndim == 3 else data[np.newaxis]
                     out.write(arr.astype(dtype, copy=False), window=window)
@@ -102,7 +114,8 @@ def write_raster(
 
 def _to_cog(src: Path, dest: Path) -> None:
     try:
-        rasterio.shutil.copy(src, dest, driver="COG", compress="DEFLATE", overview_resampling="NEAREST")
+        rasterio.shutil.copy(src, dest, driver="COG", compress="DEFLATE", predictor="YES",
+                             num_threads="ALL_CPUS", overview_resampling="NEAREST")
     except Exception:  # GDAL without the COG driver: keep the tiled GeoTIFF
         os.replace(src, dest)
 
