@@ -36,7 +36,9 @@ def _band_map(text: str | None) -> dict[str, int | str] | None:
     for item in text.split(","):
         name, sep, where = item.partition("=")
         if not sep or not name.strip() or not where.strip():
-            raise EOError(f"Bad band mapping '{item}'; write it as name=index, e.g. --bands nir=4,red=3.")
+            raise EOError(
+                f"Bad band mapping '{item}'; write it as name=index, e.g. --bands nir=4,red=3."
+            )
         if name.strip() in mapping:
             raise EOError(f"Band mapping names '{name.strip()}' twice; give each band once.")
         mapping[name.strip()] = int(where) if where.strip().isdigit() else where.strip()
@@ -81,6 +83,7 @@ def _fmt(value: Any) -> str:
 
 # -- commands -------------------------------------------------------------------
 
+
 def cmd_info(args: argparse.Namespace) -> None:
     scene = _open(args.scene, args.bands)
     _emit(scene.summary(), args.json)
@@ -114,24 +117,36 @@ def cmd_flood(args: argparse.Namespace) -> None:
 def cmd_burn(args: argparse.Namespace) -> None:
     from tools.change import burn_severity
 
-    result = burn_severity(_open(args.pre, args.bands), _open(args.post, args.bands),
-                           out=_default_out(args, args.post, "burn"), align=args.align)
+    result = burn_severity(
+        _open(args.pre, args.bands),
+        _open(args.post, args.bands),
+        out=_default_out(args, args.post, "burn"),
+        align=args.align,
+    )
     _emit(result, args.json)
 
 
 def cmd_vegetation(args: argparse.Namespace) -> None:
     from tools.change import vegetation_change
 
-    result = vegetation_change(_open(args.pre, args.bands), _open(args.post, args.bands),
-                               out=_default_out(args, args.post, "vegetation"), align=args.align)
+    result = vegetation_change(
+        _open(args.pre, args.bands),
+        _open(args.post, args.bands),
+        out=_default_out(args, args.post, "vegetation"),
+        align=args.align,
+    )
     _emit(result, args.json)
 
 
 def cmd_change(args: argparse.Namespace) -> None:
     from tools.change import change_detection
 
-    result = change_detection(_open(args.pre, args.bands), _open(args.post, args.bands),
-                              out=_default_out(args, args.post, "change"), align=args.align)
+    result = change_detection(
+        _open(args.pre, args.bands),
+        _open(args.post, args.bands),
+        out=_default_out(args, args.post, "change"),
+        align=args.align,
+    )
     _emit(result, args.json)
 
 
@@ -139,9 +154,25 @@ def cmd_damage(args: argparse.Namespace) -> None:
     from tools.damage import building_damage
 
     out = Path(args.out) if args.out else DEFAULT_OUT_DIR / f"{Path(args.post).stem}_damage.geojson"
-    result = building_damage(_open(args.pre), _open(args.post), args.footprints, out=out,
-                             align=args.align)
+    result = building_damage(
+        _open(args.pre), _open(args.post), args.footprints, out=out, align=args.align
+    )
     _emit(result, args.json)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from agent.runner import run_tasks
+
+    summary = run_tasks(args.tasks, args.out, backend=args.backend)
+    print(f"{summary.tasks} tasks, {summary.failed} failed -> {summary.out_path}")
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from agent.chat import chat
+
+    code = chat(images=args.image or [], session_id=args.session, backend=args.backend)
+    if code:
+        raise SystemExit(code)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -155,13 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    def command(name: str, fn: Callable[[argparse.Namespace], None], help_text: str,
-                out: bool = True) -> argparse.ArgumentParser:
+    def command(
+        name: str, fn: Callable[[argparse.Namespace], None], help_text: str, out: bool = True
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=fn)
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         if out:
-            p.add_argument("--out", help="output path (.tif; .geojson and .png are written beside it)")
+            p.add_argument(
+                "--out", help="output path (.tif; .geojson and .png are written beside it)"
+            )
         return p
 
     bands_help = "explicit band mapping, e.g. nir=4,red=3 (1-based indices or band ids)"
@@ -176,12 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", help=bands_help)
 
     p = command("water", cmd_water, "water mask of one date (optical, SAR, or both fused)")
-    p.add_argument("scenes", nargs="+", help="an optical and/or a SAR scene of the same date and grid")
+    p.add_argument(
+        "scenes", nargs="+", help="an optical and/or a SAR scene of the same date and grid"
+    )
     p.add_argument("--method", default="auto", choices=["auto", "optical", "sar", "fusion"])
     p.add_argument("--bands", help=bands_help)
 
-    p = command("flood", cmd_flood, "flood map: new water on post versus pre, permanent water apart")
-    p.add_argument("--post", action="append", required=True, help="post-event scene (repeat for optical + SAR)")
+    p = command(
+        "flood", cmd_flood, "flood map: new water on post versus pre, permanent water apart"
+    )
+    p.add_argument(
+        "--post", action="append", required=True, help="post-event scene (repeat for optical + SAR)"
+    )
     p.add_argument("--pre", action="append", help="pre-event scene (repeat for optical + SAR)")
     p.add_argument("--align", action="store_true", help="resample pre onto post's grid")
     p.add_argument("--bands", help=bands_help)
@@ -189,7 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, text in (
         ("burn", cmd_burn, "burn severity: dNBR with the USGS classes"),
         ("vegetation", cmd_vegetation, "vegetation change: dNDVI loss and gain"),
-        ("change", cmd_change, "generic change between two co-registered scenes (RGB or multispectral)"),
+        (
+            "change",
+            cmd_change,
+            "generic change between two co-registered scenes (RGB or multispectral)",
+        ),
     ):
         p = command(name, fn, text)
         p.add_argument("--pre", required=True)
@@ -203,9 +247,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--footprints", required=True, help="building footprints (GeoJSON)")
     p.add_argument("--align", action="store_true", help="resample pre onto post's grid")
 
+    from typing import get_args
+
+    from agent.settings import Backend
+
+    backends = list(get_args(Backend))
+    p = sub.add_parser("run", help="run scripted agent tasks (JSONL in, JSONL out)")
+    p.set_defaults(func=cmd_run)
+    p.add_argument("tasks", help="TASKS.jsonl: {id, images: {handle: path}, turns: [{user}]}")
+    p.add_argument("--out", required=True, help="RESULTS.jsonl to write")
+    p.add_argument("--backend", choices=backends, help="brain backend (default from settings)")
+
+    p = sub.add_parser("chat", help="chat with the agent in the terminal")
+    p.set_defaults(func=cmd_chat)
+    p.add_argument("--image", action="append", help="load a scene as handle=path (repeatable)")
+    p.add_argument("--session", help="resume a saved session by id")
+    p.add_argument("--backend", choices=backends, help="brain backend (default from settings)")
+
     p = sub.add_parser("demo", help="a terminal tour of the tools on a generated example")
     p.set_defaults(func=cmd_demo)
-    p.add_argument("--workdir", default="eoagent_demo", help="where the example scenes and results go")
+    p.add_argument(
+        "--workdir", default="eoagent_demo", help="where the example scenes and results go"
+    )
     return parser
 
 

@@ -32,15 +32,30 @@ def spain_s1() -> Path:
     return sample("sar/spain_flood_2019_s1.tif")
 
 
-def write_tif(path: Path, bands: np.ndarray, *, crs: str | None = "EPSG:32630",
-              transform: Affine | None = None, descriptions: list[str] | None = None,
-              nodata: float | None = None) -> Path:
+def write_tif(
+    path: Path,
+    bands: np.ndarray,
+    *,
+    crs: str | None = "EPSG:32630",
+    transform: Affine | None = None,
+    descriptions: list[str] | None = None,
+    nodata: float | None = None,
+) -> Path:
     """Write a small GeoTIFF with a real CRS and transform."""
     bands = bands if bands.ndim == 3 else bands[np.newaxis]
     transform = transform or Affine(10, 0, 500000, 0, -10, 4200000)
-    with rasterio.open(path, "w", driver="GTiff", width=bands.shape[2], height=bands.shape[1],
-                       count=bands.shape[0], dtype=bands.dtype, crs=crs, transform=transform,
-                       nodata=nodata) as out:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=bands.shape[2],
+        height=bands.shape[1],
+        count=bands.shape[0],
+        dtype=bands.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as out:
         out.write(bands)
         for i, d in enumerate(descriptions or [], start=1):
             out.set_band_description(i, d)

@@ -107,8 +107,8 @@ def test_burn_severity_classes_and_areas(fire_pair: tuple[Path, Path], tmp_path:
     assert result.nir_band == "nir"
     classes = _read(out)
     assert classes[0, 0] == 0 and classes[0, 1] == 1 and classes[-1, -1] == 7
-    assert Path(result.outputs.quicklook or "").is_file()
-    polygons = json.loads(Path(result.outputs.geojson or "").read_text())
+    assert Path(result.quicklook or "").is_file()
+    polygons = json.loads(Path(result.geojson or "").read_text())
     assert {f["properties"]["class"] for f in polygons["features"]} == {
         BURN_CLASSES[c][0] for c in (4, 5, 6, 7)
     }
@@ -118,7 +118,9 @@ def test_burn_severity_windowed_equals_whole(fire_pair: tuple[Path, Path], tmp_p
     pre, post = (open_scene(p) for p in fire_pair)
     whole = burn_severity(pre, post, tmp_path / "whole.tif")
     strips = burn_severity(pre, post, tmp_path / "strips.tif", window_pixels=3 * 70)
-    assert strips.model_dump(exclude={"outputs"}) == whole.model_dump(exclude={"outputs"})
+    assert strips.model_dump(exclude={"output", "geojson", "quicklook"}) == whole.model_dump(
+        exclude={"output", "geojson", "quicklook"}
+    )
     assert np.array_equal(_read(tmp_path / "whole.tif"), _read(tmp_path / "strips.tif"))
 
 
@@ -270,8 +272,25 @@ def test_change_detection_outputs_and_windows(tmp_path: Path) -> None:
         )
         assert one.changed_pixels == many.changed_pixels
         assert np.array_equal(_read(tmp_path / "c1.tif"), _read(tmp_path / "c2.tif"))
-    features = json.loads(Path(whole.outputs.geojson or "").read_text())["features"]
+    features = json.loads(Path(whole.geojson or "").read_text())["features"]
     assert features and all(f["properties"]["class"] == "changed" for f in features)
     assert sum(f["properties"]["pixels"] for f in features) == whole.changed_pixels
-    with Image.open(whole.outputs.quicklook or "") as quicklook:
+    with Image.open(whole.quicklook or "") as quicklook:
         assert quicklook.size == (256, 256)
+
+
+def test_vegetation_loss_needs_vegetation_before(tmp_path: Path) -> None:
+    # Bare soil (NDVI ~0.18) flooded (NDVI ~ -0.4) drops NDVI as much as a lost crop,
+    # but no vegetation was lost: it is 'change without vegetation' (class 4).
+    red_nir = {"crop": (0.04, 0.40), "soil": (0.18, 0.26), "water": (0.075, 0.03)}
+    before = np.zeros((2, 10, 20), dtype=np.float32)
+    after = np.zeros((2, 10, 20), dtype=np.float32)
+    before[:, :, :10] = np.array(red_nir["crop"])[:, None, None]
+    before[:, :, 10:] = np.array(red_nir["soil"])[:, None, None]
+    after[:] = np.array(red_nir["water"])[:, None, None]
+    pre = open_scene(write_tif(tmp_path / "pre.tif", before, descriptions=["red", "nir"]))
+    post = open_scene(write_tif(tmp_path / "post.tif", after, descriptions=["red", "nir"]))
+    result = vegetation_change(pre, post, tmp_path / "veg.tif", threshold=0.2)
+    assert result.loss_pixels == 100 and result.gain_pixels == 0
+    classes = _read(tmp_path / "veg.tif")
+    assert (classes[:, :10] == 1).all() and (classes[:, 10:] == 4).all()

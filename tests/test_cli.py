@@ -14,9 +14,14 @@ from tests.conftest import REPO, sample, write_tif
 
 
 def eoagent(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -49,7 +54,9 @@ def test_index_json_has_the_stable_keys(spain_s2: Path, tmp_path: Path) -> None:
 
 def test_flood_json_has_the_stable_keys(spain_s2: Path, spain_s1: Path, tmp_path: Path) -> None:
     out = tmp_path / "flood.tif"
-    proc = eoagent("flood", "--post", str(spain_s2), "--post", str(spain_s1), "--out", str(out), "--json")
+    proc = eoagent(
+        "flood", "--post", str(spain_s2), "--post", str(spain_s1), "--out", str(out), "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert 0 < result["water_fraction"] < 1 and result["flooded_area_ha"] > 0
@@ -61,8 +68,11 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_corrupt_raster_leaves_no_output(tmp_path: Path) -> None:
-    good = write_tif(tmp_path / "good.tif", np.ones((4, 64, 64), dtype=np.uint16),
-                     descriptions=["B2", "B3", "B4", "B8"])
+    good = write_tif(
+        tmp_path / "good.tif",
+        np.ones((4, 64, 64), dtype=np.uint16),
+        descriptions=["B2", "B3", "B4", "B8"],
+    )
     bad = tmp_path / "bad.tif"
     bad.write_bytes(good.read_bytes()[:400])
     out = tmp_path / "out" / "ndvi.tif"
@@ -89,10 +99,14 @@ def test_bad_band_mapping(spain_s2: Path) -> None:
 
 
 def test_pre_post_on_different_grids(spain_s2: Path, tmp_path: Path) -> None:
-    other = write_tif(tmp_path / "S2A_MSIL2A_20190901_other.tif",
-                      np.full((4, 32, 32), 1000, dtype=np.uint16), descriptions=["B2", "B3", "B4", "B8"])
-    proc = eoagent("vegetation", "--pre", str(other), "--post", str(spain_s2), "--out",
-                   str(tmp_path / "v.tif"))
+    other = write_tif(
+        tmp_path / "S2A_MSIL2A_20190901_other.tif",
+        np.full((4, 32, 32), 1000, dtype=np.uint16),
+        descriptions=["B2", "B3", "B4", "B8"],
+    )
+    proc = eoagent(
+        "vegetation", "--pre", str(other), "--post", str(spain_s2), "--out", str(tmp_path / "v.tif")
+    )
     assert_one_line_error(proc, "different grids", "--align")
     assert not (tmp_path / "v.tif").exists()
 

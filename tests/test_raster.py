@@ -60,13 +60,23 @@ def test_geographic_area_agrees_with_equal_area_reprojection(spain_s2: Path) -> 
     # Reference: the mask reprojected onto a fine equal-area grid (EPSG:6933), counted.
     dst_crs = "EPSG:6933"
     transform, width, height = calculate_default_transform(
-        scene.grid.crs, dst_crs, scene.grid.width, scene.grid.height, *scene.grid.bounds,
+        scene.grid.crs,
+        dst_crs,
+        scene.grid.width,
+        scene.grid.height,
+        *scene.grid.bounds,
         resolution=2.0,
     )
     target = np.zeros((height, width), dtype=np.uint8)
-    reproject(mask.astype(np.uint8), target, src_transform=scene.grid.transform,
-              src_crs=scene.grid.crs, dst_transform=transform, dst_crs=dst_crs,
-              resampling=Resampling.nearest)
+    reproject(
+        mask.astype(np.uint8),
+        target,
+        src_transform=scene.grid.transform,
+        src_crs=scene.grid.crs,
+        dst_transform=transform,
+        dst_crs=dst_crs,
+        resampling=Resampling.nearest,
+    )
     reference = float(target.sum()) * abs(transform.a * transform.e)
     assert ours == pytest.approx(reference, rel=0.005)
     # and the naive degrees-as-metres shortcut would be badly wrong
@@ -76,8 +86,12 @@ def test_geographic_area_agrees_with_equal_area_reprojection(spain_s2: Path) -> 
 
 def test_projected_area_uses_scale_factor(tmp_path: Path) -> None:
     # UTM zone 30 far (~3 degrees) from its central meridian: scale factor ~1.0006
-    path = write_tif(tmp_path / "utm.tif", np.ones((1, 20, 20), dtype=np.uint16),
-                     crs="EPSG:32630", transform=Affine(10, 0, 760000, 0, -10, 4200000))
+    path = write_tif(
+        tmp_path / "utm.tif",
+        np.ones((1, 20, 20), dtype=np.uint16),
+        crs="EPSG:32630",
+        transform=Affine(10, 0, 760000, 0, -10, 4200000),
+    )
     grid = open_scene(path, band_map={"nir": 1}).grid
     area = np.broadcast_to(grid.pixel_area_m2(), grid.shape)
     assert area[5, 5] == pytest.approx(_geod_pixel_area(grid, 5, 5), rel=1e-5)
@@ -86,8 +100,12 @@ def test_projected_area_uses_scale_factor(tmp_path: Path) -> None:
 
 def test_web_mercator_area_is_ground_area(tmp_path: Path) -> None:
     # At ~60 degrees north a Web Mercator pixel covers a quarter of its nominal area.
-    path = write_tif(tmp_path / "merc.tif", np.ones((1, 8, 8), dtype=np.uint16),
-                     crs="EPSG:3857", transform=Affine(100, 0, 1000000, 0, -100, 8399000))
+    path = write_tif(
+        tmp_path / "merc.tif",
+        np.ones((1, 8, 8), dtype=np.uint16),
+        crs="EPSG:3857",
+        transform=Affine(100, 0, 1000000, 0, -100, 8399000),
+    )
     grid = open_scene(path, band_map={"red": 1}).grid
     area = np.broadcast_to(grid.pixel_area_m2(), grid.shape)
     assert area[4, 4] == pytest.approx(_geod_pixel_area(grid, 4, 4), rel=1e-4)
@@ -129,8 +147,11 @@ def test_bigearthnet_folder_sentinel2_l2a_with_date() -> None:
 
 def test_sentinel2_baseline_offset_after_2022(tmp_path: Path) -> None:
     data = np.full((4, 8, 8), 2000, dtype=np.uint16)
-    path = write_tif(tmp_path / "S2A_MSIL2A_20230601T105031_N0509_R051_T30TXM.tif", data,
-                     descriptions=["B2", "B3", "B4", "B8"])
+    path = write_tif(
+        tmp_path / "S2A_MSIL2A_20230601T105031_N0509_R051_T30TXM.tif",
+        data,
+        descriptions=["B2", "B3", "B4", "B8"],
+    )
     scene = open_scene(path)
     assert scene.read_band("red")[0, 0] == pytest.approx(0.1)  # (2000 - 1000) / 10000
 
@@ -167,9 +188,13 @@ def test_windowed_reads_equal_whole_reads(spain_s2: Path) -> None:
     whole = scene.read_band("swir2")
     parts = [scene.read_band("swir2", w) for w in scene.grid.windows(max_pixels=512 * 37)]
     np.testing.assert_array_equal(np.concatenate(parts, axis=0), whole)
-    area_parts = sum(float(np.sum(np.broadcast_to(scene.grid.pixel_area_m2(w), (int(w.height), 512))))
-                     for w in scene.grid.windows(max_pixels=512 * 37))
-    assert area_parts == pytest.approx(float(np.sum(np.broadcast_to(scene.grid.pixel_area_m2(), scene.grid.shape))))
+    area_parts = sum(
+        float(np.sum(np.broadcast_to(scene.grid.pixel_area_m2(w), (int(w.height), 512))))
+        for w in scene.grid.windows(max_pixels=512 * 37)
+    )
+    assert area_parts == pytest.approx(
+        float(np.sum(np.broadcast_to(scene.grid.pixel_area_m2(), scene.grid.shape)))
+    )
 
 
 def test_missing_and_corrupt_files_give_one_line_errors(tmp_path: Path) -> None:
@@ -189,10 +214,12 @@ def test_missing_and_corrupt_files_give_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_pre_post_grid_check(tmp_path: Path) -> None:
-    a = open_scene(write_tif(tmp_path / "a.tif", np.ones((1, 10, 10), dtype=np.uint16)),
-                   band_map={"red": 1})
-    b = open_scene(write_tif(tmp_path / "b.tif", np.ones((1, 12, 12), dtype=np.uint16)),
-                   band_map={"red": 1})
+    a = open_scene(
+        write_tif(tmp_path / "a.tif", np.ones((1, 10, 10), dtype=np.uint16)), band_map={"red": 1}
+    )
+    b = open_scene(
+        write_tif(tmp_path / "b.tif", np.ones((1, 12, 12), dtype=np.uint16)), band_map={"red": 1}
+    )
     with pytest.raises(GridMismatchError, match="--align"):
         check_same_grid(a, b)
     aligned = check_same_grid(a, b, align=True)

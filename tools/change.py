@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 from rasterio.windows import Window
 
 from tools import change_vector as cv
@@ -64,7 +64,7 @@ BURN_COLOURS: dict[int, tuple[int, int, int]] = {  # the USGS/UN-SPIDER palette,
 }
 
 
-class BurnResult(BaseModel):
+class BurnResult(ChangeOutputs):
     """dNBR burn severity between a pre-fire and a post-fire scene."""
 
     classes: list[ClassArea]
@@ -78,7 +78,6 @@ class BurnResult(BaseModel):
     )
     nir_band: str
     valid_pixels: int
-    outputs: ChangeOutputs
     notes: list[str] = []
 
 
@@ -166,15 +165,24 @@ def burn_severity(
         else None,
         nir_band=nir,
         valid_pixels=tally.valid_pixels,
-        outputs=outputs,
+        **outputs.model_dump(),
         notes=notes,
     )
 
 
 # -- vegetation change ---------------------------------------------------------------
 
-VEGETATION_CLASSES = {1: "vegetation loss", 2: "stable", 3: "vegetation gain"}
-VEGETATION_COLOURS = {1: (220, 30, 30), 3: (30, 200, 60)}
+VEGETATION_CLASSES = {
+    1: "vegetation loss",
+    2: "stable",
+    3: "vegetation gain",
+    4: "change without vegetation",
+}
+VEGETATION_COLOURS = {1: (220, 30, 30), 3: (30, 200, 60), 4: (240, 200, 40)}
+# Loss needs vegetation before and gain needs it after: bare soil or pavement turning
+# to water also drops NDVI, but no vegetation was lost. NDVI ~0.3 separates sparse
+# vegetation from bare soil and built-up surfaces (0.1-0.2) in most biomes.
+VEGETATED_NDVI = 0.3
 # Below this |dNDVI| a change is within what atmosphere, phenology and view geometry
 # produce between two dates of unchanged vegetation (Lyon et al. 1998 found NDVI
 # differencing thresholds of ~0.1 separate noise from clearing), so the adaptive
@@ -183,7 +191,7 @@ MIN_NDVI_THRESHOLD = 0.1
 _DNDVI_EDGES = np.linspace(0.0, 2.0, 2001)  # |dNDVI| lies in [0, 2]; 0.001 bins
 
 
-class VegetationChangeResult(BaseModel):
+class VegetationChangeResult(ChangeOutputs):
     """dNDVI vegetation loss and gain between two dates."""
 
     classes: list[ClassArea]
@@ -197,7 +205,6 @@ class VegetationChangeResult(BaseModel):
     threshold_method: str
     mean_dndvi: float
     valid_pixels: int
-    outputs: ChangeOutputs
     notes: list[str] = []
 
 
@@ -211,8 +218,10 @@ def vegetation_change(
     window_pixels: int = DEFAULT_WINDOW_PIXELS,
 ) -> VegetationChangeResult:
     """Vegetation loss and gain from dNDVI = NDVI_post - NDVI_pre. A pixel is loss below
-    -threshold and gain above +threshold; without `threshold` it is chosen by Otsu's
-    method on |dNDVI| over the whole scene, never below 0.1. Areas in hectares."""
+    -threshold where it was vegetated before (NDVI >= 0.3), gain above +threshold where
+    it is vegetated after; other large dNDVI changes are 'change without vegetation'.
+    Without `threshold` it is chosen by Otsu's method on |dNDVI| over the whole scene,
+    never below 0.1. Areas in hectares."""
     if threshold is not None and not 0 < threshold < 2:
         raise ArgumentError(
             f"threshold {threshold} is outside (0, 2); dNDVI lies in [-2, 2] "
@@ -223,11 +232,16 @@ def vegetation_change(
     pre = paired(pre, post, align)
     windows = list(post.windows(window_pixels))
 
-    def dndvi(window: Window) -> np.ndarray:
+    def ndvi_pair(window: Window) -> tuple[np.ndarray, np.ndarray]:
         before, after = pre.read(["nir", "red"], window), post.read(["nir", "red"], window)
-        return normalized_difference(after["nir"], after["red"]) - normalized_difference(
-            before["nir"], before["red"]
+        return (
+            normalized_difference(before["nir"], before["red"]),
+            normalized_difference(after["nir"], after["red"]),
         )
+
+    def dndvi(window: Window) -> np.ndarray:
+        ndvi_pre, ndvi_post = ndvi_pair(window)
+        return ndvi_post - ndvi_pre
 
     notes: list[str] = []
     if threshold is None:
@@ -250,8 +264,13 @@ def vegetation_change(
 
     def blocks() -> Iterator[tuple[Window, np.ndarray]]:
         for window in windows:
-            d = dndvi(window)
-            classes = np.where(d < -threshold, 1, np.where(d > threshold, 3, 2)).astype(np.uint8)
+            ndvi_pre, ndvi_post = ndvi_pair(window)
+            d = ndvi_post - ndvi_pre
+            loss, gain = d < -threshold, d > threshold
+            classes = np.full(d.shape, 2, dtype=np.uint8)
+            classes[loss | gain] = 4
+            classes[loss & (ndvi_pre >= VEGETATED_NDVI)] = 1
+            classes[gain & (ndvi_post >= VEGETATED_NDVI)] = 3
             classes[~np.isfinite(d)] = 0
             total["sum"] += float(np.nansum(d))
             yield window, classes
@@ -277,7 +296,7 @@ def vegetation_change(
         threshold_method=method,
         mean_dndvi=round(total["sum"] / valid, 6),
         valid_pixels=valid,
-        outputs=outputs,
+        **outputs.model_dump(),
         notes=notes + calibration_notes(pre, post),
     )
 
@@ -304,7 +323,7 @@ _OPTICAL = (
 _SAR = ("VV", "VH", "HH", "HV")
 
 
-class ChangeResult(BaseModel):
+class ChangeResult(ChangeOutputs):
     """Generic change between two co-registered scenes."""
 
     method: str = Field(description="structural (normalised CVA + SSIM + gradients) or cva")
@@ -314,7 +333,6 @@ class ChangeResult(BaseModel):
     changed_area_ha: float | None = Field(description="None when the grid has no CRS")
     threshold: float = Field(description="Otsu threshold on the change score")
     valid_pixels: int
-    outputs: ChangeOutputs
     notes: list[str] = []
 
 
@@ -433,7 +451,7 @@ def change_detection(
         changed_area_ha=tally.area_ha(2),
         threshold=round(float(threshold), 6),
         valid_pixels=tally.valid_pixels,
-        outputs=outputs,
+        **outputs.model_dump(),
         notes=notes,
     )
 

@@ -30,7 +30,14 @@ SPECTRA: dict[str, tuple[float, ...]] = {
 }
 CLASSES = tuple(SPECTRA)
 # Sentinel-1 VV backscatter (dB) per cover type: open water is a specular reflector.
-VV_DB = {"water": -21.0, "flood": -19.0, "crop": -10.0, "soil": -12.0, "urban": -5.0, "burned": -13.0}
+VV_DB = {
+    "water": -21.0,
+    "flood": -19.0,
+    "crop": -10.0,
+    "soil": -12.0,
+    "urban": -5.0,
+    "burned": -13.0,
+}
 
 SIZE = 400
 PIXEL_M = 10.0
@@ -88,11 +95,22 @@ def _reflectance(cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(refl, 0.0005, 1.0)
 
 
-def _write(path: Path, data: np.ndarray, descriptions: tuple[str, ...], dtype: str,
-           nodata: float | None) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=data.shape[0],
-                       dtype=dtype, crs=CRS, transform=TRANSFORM, nodata=nodata,
-                       compress="deflate") as out:
+def _write(
+    path: Path, data: np.ndarray, descriptions: tuple[str, ...], dtype: str, nodata: float | None
+) -> Path:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=SIZE,
+        height=SIZE,
+        count=data.shape[0],
+        dtype=dtype,
+        crs=CRS,
+        transform=TRANSFORM,
+        nodata=nodata,
+        compress="deflate",
+    ) as out:
         out.write(data.astype(dtype))
         for i, d in enumerate(descriptions, start=1):
             out.set_band_description(i, d)
@@ -106,8 +124,10 @@ def make_demo_scenes(folder: str | Path, seed: int = 7) -> DemoScenes:
     rng = np.random.default_rng(seed)
     pre_cover, post_cover = _cover_maps(rng)
     paths = []
-    for name, date, cover in (("pre", "20230801T105619", pre_cover),
-                              ("post", "20230904T105621", post_cover)):
+    for name, date, cover in (
+        ("pre", "20230801T105619", pre_cover),
+        ("post", "20230904T105621", post_cover),
+    ):
         dn = np.round(_reflectance(cover, rng) * 10000 + BASELINE_OFFSET_DN)
         path = folder / f"S2B_MSIL2A_{date}_N0509_demo_{name}.tif"
         paths.append(_write(path, dn, S2_BAND_IDS, "uint16", 0))
@@ -115,5 +135,7 @@ def make_demo_scenes(folder: str | Path, seed: int = 7) -> DemoScenes:
     vh = vv - 7.0
     speckle = rng.normal(0.0, 1.0, (2, SIZE, SIZE)).astype(np.float32)
     sar = np.stack([vv, vh]) + speckle
-    sar_path = _write(folder / "S1A_IW_GRDH_20230904_demo_post.tif", sar, ("VV", "VH"), "float32", None)
+    sar_path = _write(
+        folder / "S1A_IW_GRDH_20230904_demo_post.tif", sar, ("VV", "VH"), "float32", None
+    )
     return DemoScenes(folder, paths[0], paths[1], sar_path, pre_cover, post_cover)

@@ -21,9 +21,9 @@ import rasterio
 import rasterio.features
 import rasterio.shutil
 import rasterio.warp
-from rasterio.errors import NotGeoreferencedWarning
 from PIL import Image
 from pyproj import Geod
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from tools.errors import ArgumentError, EmptyResultError
@@ -37,7 +37,9 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; move it onto `dest` only on success."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -78,9 +80,18 @@ def write_raster(
         raise EmptyResultError("Nothing to write; the computation produced no pixels.")
     count = 1 if first[1].ndim == 2 else first[1].shape[0]
     profile: dict[str, Any] = {
-        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count,
-        "dtype": dtype, "crs": grid.crs, "transform": grid.transform, "nodata": nodata,
-        "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": count,
+        "dtype": dtype,
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "BIGTIFF": "IF_SAFER",
         # a COG is re-encoded from the staging file, so compress only once, at the end
         "compress": "none" if cog else "deflate",
     }
@@ -114,8 +125,15 @@ def write_raster(
 
 def _to_cog(src: Path, dest: Path) -> None:
     try:
-        rasterio.shutil.copy(src, dest, driver="COG", compress="DEFLATE", predictor="YES",
-                             num_threads="ALL_CPUS", overview_resampling="NEAREST")
+        rasterio.shutil.copy(
+            src,
+            dest,
+            driver="COG",
+            compress="DEFLATE",
+            predictor="YES",
+            num_threads="ALL_CPUS",
+            overview_resampling="NEAREST",
+        )
     except Exception:  # GDAL without the COG driver: keep the tiled GeoTIFF
         os.replace(src, dest)
 
@@ -130,20 +148,21 @@ def mask_to_features(
 ) -> list[dict[str, Any]]:
     """Polygons of the True (or non-zero `values`) regions, in EPSG:4326 (RFC 7946),
     each with its class, pixel count and geodesic area in hectares."""
-    if values is None:
-        values = mask.astype(np.uint8)
-    else:
-        values = np.where(mask, values, 0).astype(np.int32)
+    values = mask.astype(np.uint8) if values is None else np.where(mask, values, 0).astype(np.int32)
     if not np.any(values):
         return []
     features = []
-    for geometry, value in rasterio.features.shapes(values, mask=values > 0, transform=grid.transform):
+    for geometry, value in rasterio.features.shapes(
+        values, mask=values > 0, transform=grid.transform
+    ):
         n_pixels = _polygon_pixels(geometry, grid)
         if n_pixels < min_pixels:
             continue
         if grid.crs is not None:
             geometry = rasterio.warp.transform_geom(grid.crs, "EPSG:4326", geometry)
-            area_ha: float | None = round(abs(_GEOD.geometry_area_perimeter(_shape(geometry))[0]) / 1e4, 4)
+            area_ha: float | None = round(
+                abs(_GEOD.geometry_area_perimeter(_shape(geometry))[0]) / 1e4, 4
+            )
         else:
             area_ha = None
         props: dict[str, Any] = {"value": int(value), "area_ha": area_ha, "pixels": n_pixels}
@@ -160,7 +179,9 @@ def _polygon_pixels(geometry: dict[str, Any], grid: Grid) -> int:
     planar = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
     for hole in geometry["coordinates"][1:]:
         h = np.asarray(hole)
-        planar -= 0.5 * abs(np.dot(h[:, 0], np.roll(h[:, 1], 1)) - np.dot(h[:, 1], np.roll(h[:, 0], 1)))
+        planar -= 0.5 * abs(
+            np.dot(h[:, 0], np.roll(h[:, 1], 1)) - np.dot(h[:, 1], np.roll(h[:, 0], 1))
+        )
     return int(round(planar / abs(t.a * t.e - t.b * t.d)))
 
 
@@ -170,7 +191,9 @@ def _shape(geometry: dict[str, Any]) -> Any:
     return shape(geometry)
 
 
-def write_geojson(dest: str | Path, features: list[dict[str, Any]], properties: dict[str, Any] | None = None) -> Path:
+def write_geojson(
+    dest: str | Path, features: list[dict[str, Any]], properties: dict[str, Any] | None = None
+) -> Path:
     collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
     if properties:
         collection["properties"] = properties
@@ -180,6 +203,7 @@ def write_geojson(dest: str | Path, features: list[dict[str, Any]], properties: 
 
 
 # -- quicklooks ---------------------------------------------------------------
+
 
 def preview_grid(grid: Grid, max_size: int = 1024) -> Grid:
     """A coarser grid over the same extent, at most `max_size` pixels on a side."""
@@ -259,4 +283,3 @@ def output_path(out: str | Path | None, default_dir: str | Path, stem: str, suff
     if path.suffix.lower() not in (".tif", ".tiff", ".geojson", ".json", ".png"):
         raise ArgumentError(f"Output {path} must end in .tif, .geojson or .png.")
     return path
-

@@ -52,7 +52,9 @@ os.environ.setdefault("GDAL_CACHEMAX", "256")
 _GEOD = Geod(ellps="WGS84")
 
 
-def pixel_to_map(transform: Affine, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pixel_to_map(
+    transform: Affine, cols: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Map coordinates of (fractional) pixel positions under an affine transform."""
     t = transform
     return t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
@@ -77,7 +79,8 @@ class Grid:
 
     def describe(self) -> str:
         crs = self.crs.to_string() if self.crs else "no CRS"
-        return f"{self.width}x{self.height} px, {crs}, pixel {self.resolution[0]:.6g} x {self.resolution[1]:.6g}"
+        res_x, res_y = self.resolution
+        return f"{self.width}x{self.height} px, {crs}, pixel {res_x:.6g} x {res_y:.6g}"
 
     @property
     def resolution(self) -> tuple[float, float]:
@@ -86,8 +89,11 @@ class Grid:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        xs, ys = pixel_to_map(self.transform, np.array([0, self.width, 0, self.width]),
-                              np.array([0, 0, self.height, self.height]))
+        xs, ys = pixel_to_map(
+            self.transform,
+            np.array([0, self.width, 0, self.width]),
+            np.array([0, 0, self.height, self.height]),
+        )
         return (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
 
     def same_as(self, other: Grid, tolerance: float = 1e-6) -> bool:
@@ -106,7 +112,9 @@ class Grid:
         x, y = pixel_to_map(t, window.col_off, window.row_off)
         return Affine(t.a, t.b, float(x), t.d, t.e, float(y))
 
-    def windows(self, max_pixels: int = DEFAULT_WINDOW_PIXELS, block_height: int = 1) -> Iterator[Window]:
+    def windows(
+        self, max_pixels: int = DEFAULT_WINDOW_PIXELS, block_height: int = 1
+    ) -> Iterator[Window]:
         """Full-width strips of at most `max_pixels`, their height a multiple of the
         file's block height so that each stored block is decoded once."""
         rows = max(1, max_pixels // max(self.width, 1))
@@ -266,11 +274,9 @@ class Scene:
             handle.close()
         self._handles.clear()
 
-    def __del__(self) -> None:  # pragma: no cover - best effort
-        try:
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     @property
     def band_names(self) -> list[str]:
@@ -312,7 +318,9 @@ class Scene:
             self._grids[path] = Grid(handle.crs, handle.transform, handle.width, handle.height)
         return handle
 
-    def read(self, names: list[str] | tuple[str, ...], window: Window | None = None) -> dict[str, np.ndarray]:
+    def read(
+        self, names: list[str] | tuple[str, ...], window: Window | None = None
+    ) -> dict[str, np.ndarray]:
         """Bands as float32 arrays on the scene grid; invalid pixels are NaN."""
         self.require(list(names), "This computation")
         window = window or Window(0, 0, self.grid.width, self.grid.height)
@@ -362,7 +370,9 @@ class Scene:
             data += np.float32(band.offset)
         return data
 
-    def _warp_band(self, dataset: rasterio.io.DatasetReader, band: Band, window: Window) -> np.ndarray:
+    def _warp_band(
+        self, dataset: rasterio.io.DatasetReader, band: Band, window: Window
+    ) -> np.ndarray:
         if self.grid.crs is None or dataset.crs is None:
             raise GridMismatchError(
                 f"Band {band.name} ({band.path}) is on a different grid and has no CRS to "
@@ -395,9 +405,17 @@ class Scene:
             "sensor": self.sensor.key if self.sensor else None,
             "sensor_title": self.sensor_name,
             "date": self.date,
-            "bands": {n: {"file": Path(b.path).name, "index": b.index, "band_id": b.band_id,
-                          "units": b.units, "scale": b.scale, "offset": b.offset}
-                      for n, b in self.bands.items()},
+            "bands": {
+                n: {
+                    "file": Path(b.path).name,
+                    "index": b.index,
+                    "band_id": b.band_id,
+                    "units": b.units,
+                    "scale": b.scale,
+                    "offset": b.offset,
+                }
+                for n, b in self.bands.items()
+            },
             "width": self.grid.width,
             "height": self.grid.height,
             "crs": self.grid.crs.to_string() if self.grid.crs else None,
@@ -452,7 +470,10 @@ def open_scene(
             "--bands red=1,green=2,blue=3,nir=4."
         )
     if scene.grid.width == 0 or scene.grid.height == 0:
-        raise InputFileError(f"{path.name} has no pixels ({scene.grid.width}x{scene.grid.height}); use another scene.")
+        raise InputFileError(
+            f"{path.name} has no pixels ({scene.grid.width}x{scene.grid.height}); "
+            "use another scene."
+        )
     return scene
 
 
@@ -481,18 +502,27 @@ def _check_band_map(band_map: BandMap) -> dict[str, int | str]:
 
 
 def _date_from(text: str, tags: Mapping[str, str] | None = None) -> str | None:
-    for key in ("ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "DATETIME", "TIFFTAG_DATETIME"):
+    for key in (
+        "ACQUISITION_DATE",
+        "DATE_ACQUIRED",
+        "SENSING_TIME",
+        "DATETIME",
+        "TIFFTAG_DATETIME",
+    ):
         value = (tags or {}).get(key)
         if value:
             match = re.search(r"((?:19|20)\d\d)[-:/]?(\d\d)[-:/]?(\d\d)", value)
             if match:
                 return "-".join(match.groups())
-    match = re.search(r"(?<!\d)((?:19|20)\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?:T|\b|_|$)", text)
+    match = re.search(
+        r"(?<!\d)((?:19|20)\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?:T|\b|_|$)", text
+    )
     return "-".join(match.groups()) if match else None
 
 
-def _scaling_for(spec: SensorSpec | None, dtype: str, text: str, date: str | None,
-                 tags: Mapping[str, str]) -> tuple[float, float, str, list[str]]:
+def _scaling_for(
+    spec: SensorSpec | None, dtype: str, text: str, date: str | None, tags: Mapping[str, str]
+) -> tuple[float, float, str, list[str]]:
     """(scale, offset, units, notes) for the stored values of a sensor."""
     notes: list[str] = []
     if spec is None:
@@ -551,9 +581,12 @@ def _open_file(path: Path, band_map: BandMap | None, spec: SensorSpec | None) ->
         if name in SAR_NAMES:
             b_scale, b_offset, b_units = 1.0, 0.0, "dB"
             to_db = sample is not None and _looks_linear(sample[index - 1])
-        band_id = descriptions[index - 1] or (spec.bands[index - 1].band_id
-                                              if spec and len(spec.bands) >= index else str(index))
-        bands[name] = Band(name, str(path), index, b_scale, b_offset, nodata, b_units, band_id, to_db)
+        band_id = descriptions[index - 1] or (
+            spec.bands[index - 1].band_id if spec and len(spec.bands) >= index else str(index)
+        )
+        bands[name] = Band(
+            name, str(path), index, b_scale, b_offset, nodata, b_units, band_id, to_db
+        )
     if any(b.linear_to_db for b in bands.values()):
         notes.append("SAR backscatter stored as linear power; converted to dB.")
     if spec is None and any(n.startswith("band_") for n in names.values()):
@@ -607,8 +640,11 @@ def _name_bands(
         if name is None and spec is not None and len(spec.bands) == count and spec.key != "rgb":
             name = spec.bands[i - 1].name
         if name is None:
-            name = {ColorInterp.red: "red", ColorInterp.green: "green",
-                    ColorInterp.blue: "blue"}.get(colorinterp[i - 1])
+            name = {
+                ColorInterp.red: "red",
+                ColorInterp.green: "green",
+                ColorInterp.blue: "blue",
+            }.get(colorinterp[i - 1])
         if name is None and count in (3, 4) and dtype == "uint8" and i <= 3:
             name = ("red", "green", "blue")[i - 1]
         if name is None or name in names.values():
@@ -617,22 +653,31 @@ def _name_bands(
     return names
 
 
-def _apply_band_map_to_file(band_map: BandMap, descriptions: list[str | None], count: int,
-                            spec: SensorSpec | None, label: str) -> dict[int, str]:
+def _apply_band_map_to_file(
+    band_map: BandMap,
+    descriptions: list[str | None],
+    count: int,
+    spec: SensorSpec | None,
+    label: str,
+) -> dict[int, str]:
     names: dict[int, str] = {}
     for name, where in band_map.items():
         index = _resolve_index(where, descriptions, spec)
         if index is None or not 1 <= index <= count:
+            named = [d for d in descriptions if d]
+            known = ", " + ", ".join(named) if named else ""
             raise BandError(
                 f"Band mapping {name}={where} does not match a band of {label} "
-                f"(it has {count} band(s){', ' + ', '.join(d for d in descriptions if d) if any(descriptions) else ''}); "
+                f"(it has {count} band(s){known}); "
                 "use a 1-based index or a band description."
             )
         names[index] = name
     return names
 
 
-def _resolve_index(where: int | str, descriptions: list[str | None], spec: SensorSpec | None) -> int | None:
+def _resolve_index(
+    where: int | str, descriptions: list[str | None], spec: SensorSpec | None
+) -> int | None:
     if isinstance(where, int) or str(where).isdigit():
         return int(where)
     wanted = str(where).upper()
@@ -649,31 +694,44 @@ def _resolve_index(where: int | str, descriptions: list[str | None], spec: Senso
 def _open_folder(folder: Path, band_map: BandMap | None, spec: SensorSpec | None) -> Scene:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
     if not files:
-        raise InputFileError(f"{folder} holds no raster files ({', '.join(RASTER_SUFFIXES)}); point at a file or a folder of band files.")
+        raise InputFileError(
+            f"{folder} holds no raster files ({', '.join(RASTER_SUFFIXES)}); "
+            "point at a file or a folder of band files."
+        )
     spec = spec or identify_sensor(folder.name) or identify_sensor(files[0].stem)
     by_name: dict[str, Path] = {}
     if band_map:
         for name, where in band_map.items():
-            match = [f for f in files if f.name == str(where) or f.stem == str(where)
-                     or f.stem.upper().endswith("_" + str(where).upper())]
+            match = [
+                f
+                for f in files
+                if f.name == str(where)
+                or f.stem == str(where)
+                or f.stem.upper().endswith("_" + str(where).upper())
+            ]
             if len(match) != 1:
-                raise BandError(f"Band mapping {name}={where} matches {len(match)} files in {folder.name}; name one file.")
+                raise BandError(
+                    f"Band mapping {name}={where} matches {len(match)} files in "
+                    f"{folder.name}; name one file."
+                )
             by_name[name] = match[0]
     else:
         for f in files:
-            name = band_from_file_name(f.stem, spec)
-            if name is None:
+            named = band_from_file_name(f.stem, spec)
+            if named is None:
                 with _open_dataset(str(f)) as ds:
-                    name = common_name(ds.descriptions[0] or "") if ds.count == 1 else None
-            if name and name not in by_name:
-                by_name[name] = f
+                    named = common_name(ds.descriptions[0] or "") if ds.count == 1 else None
+            if named and named not in by_name:
+                by_name[named] = f
     if not by_name:
         raise BandError(
             f"Could not name the band of any file in {folder.name}; name files after their "
             "band (red.tif, B08.tif) or give a mapping like --bands nir=B08.tif."
         )
     meta = _folder_metadata(folder)
-    date: str | None = meta.get("acquisition_date") or _date_from(folder.name) or _date_from(files[0].name)
+    date: str | None = (
+        meta.get("acquisition_date") or _date_from(folder.name) or _date_from(files[0].name)
+    )
     if date:
         date = date[:10].replace("/", "-")
     bands: dict[str, Band] = {}
@@ -682,7 +740,10 @@ def _open_folder(folder: Path, band_map: BandMap | None, spec: SensorSpec | None
     for name, f in by_name.items():
         with _open_dataset(str(f)) as ds:
             if ds.count != 1:
-                raise BandError(f"{f.name} has {ds.count} bands; a band folder needs one-band files, or map a multiband file directly.")
+                raise BandError(
+                    f"{f.name} has {ds.count} bands; a band folder needs one-band files, "
+                    "or map a multiband file directly."
+                )
             grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
             grids.append((max(grid.resolution), grid))
             dtype = ds.dtypes[0]
@@ -700,7 +761,9 @@ def _open_folder(folder: Path, band_map: BandMap | None, spec: SensorSpec | None
     bands = {n: bands[n] for n in order + [n for n in bands if n not in order]}
     _, _, _, notes = _scaling_for(spec, dtype, folder.name, date, {})
     if len({g.shape for _, g in grids}) > 1:
-        notes.append("Bands at different resolutions were resampled (bilinear) onto the finest grid.")
+        notes.append(
+            "Bands at different resolutions were resampled (bilinear) onto the finest grid."
+        )
     return Scene(str(folder), bands, grid, spec, date, notes)
 
 
@@ -729,5 +792,6 @@ def check_same_grid(pre: Scene, post: Scene, align: bool = False) -> Scene:
         return pre.regridded(post.grid)
     raise GridMismatchError(
         f"pre and post are on different grids (pre {pre.grid.describe()}; post "
-        f"{post.grid.describe()}); pass --align to resample pre onto post, or co-register them first."
+        f"{post.grid.describe()}); pass --align to resample pre onto post, "
+        "or co-register them first."
     )

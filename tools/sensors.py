@@ -38,6 +38,7 @@ SPYNDEX_CODE: dict[str, str] = {
 COMMON_NAMES: tuple[str, ...] = (*SPYNDEX_CODE, "cirrus", "pan")
 
 # Words people and file names use for a band, normalised (lower case, no separators).
+# fmt: off
 ALIASES: dict[str, str] = {
     "coastal": "coastal", "aerosol": "coastal", "coastalaerosol": "coastal", "ca": "coastal",
     "blue": "blue", "b": "blue",
@@ -59,6 +60,7 @@ ALIASES: dict[str, str] = {
     "pan": "pan", "panchromatic": "pan",
     "vv": "VV", "vh": "VH", "hh": "HH", "hv": "HV",
 }
+# fmt: on
 
 
 def normalise_token(text: str) -> str:
@@ -153,36 +155,59 @@ _C2L2_SCALE, _C2L2_OFFSET = 0.0000275, -0.2
 
 SENSORS: dict[str, SensorSpec] = {
     "sentinel2_l1c": SensorSpec(
-        "sentinel2_l1c", "Sentinel-2 MSI Level-1C (top-of-atmosphere)", _S2_BANDS,
-        scale=1e-4, aliases=("msil1c", "l1c"),
+        "sentinel2_l1c",
+        "Sentinel-2 MSI Level-1C (top-of-atmosphere)",
+        _S2_BANDS,
+        scale=1e-4,
+        aliases=("msil1c", "l1c"),
         notes="Top-of-atmosphere reflectance; indices are slightly biased versus surface "
         "reflectance (L2A).",
     ),
     "sentinel2_l2a": SensorSpec(
-        "sentinel2_l2a", "Sentinel-2 MSI Level-2A (surface reflectance)",
+        "sentinel2_l2a",
+        "Sentinel-2 MSI Level-2A (surface reflectance)",
         tuple(b for b in _S2_BANDS if b.band_id != "B10"),
-        scale=1e-4, aliases=("msil2a", "l2a"),
+        scale=1e-4,
+        aliases=("msil2a", "l2a"),
     ),
     "landsat45_tm": SensorSpec(
-        "landsat45_tm", "Landsat 4-5 TM", _TM_BANDS, aliases=("lt04", "lt05", "tm"),
+        "landsat45_tm",
+        "Landsat 4-5 TM",
+        _TM_BANDS,
+        aliases=("lt04", "lt05", "tm"),
     ),
     "landsat7_etm": SensorSpec(
-        "landsat7_etm", "Landsat 7 ETM+", _ETM_BANDS, aliases=("le07", "lsat7", "etm"),
+        "landsat7_etm",
+        "Landsat 7 ETM+",
+        _ETM_BANDS,
+        aliases=("le07", "lsat7", "etm"),
     ),
     "landsat89_oli": SensorSpec(
-        "landsat89_oli", "Landsat 8-9 OLI/TIRS", _OLI_BANDS,
+        "landsat89_oli",
+        "Landsat 8-9 OLI/TIRS",
+        _OLI_BANDS,
         aliases=("lc08", "lc09", "lo08", "lo09", "oli"),
     ),
     "sentinel1_grd": SensorSpec(
-        "sentinel1_grd", "Sentinel-1 C-band SAR GRD",
-        (BandSpec("VV", "VV", None, 10), BandSpec("VH", "VH", None, 10),
-         BandSpec("HH", "HH", None, 10), BandSpec("HV", "HV", None, 10)),
-        units="dB", aliases=("s1", "grd", "sentinel1", "s1a", "s1b"),
+        "sentinel1_grd",
+        "Sentinel-1 C-band SAR GRD",
+        (
+            BandSpec("VV", "VV", None, 10),
+            BandSpec("VH", "VH", None, 10),
+            BandSpec("HH", "HH", None, 10),
+            BandSpec("HV", "HV", None, 10),
+        ),
+        units="dB",
+        aliases=("s1", "grd", "sentinel1", "s1a", "s1b"),
     ),
     "rgb": SensorSpec(
-        "rgb", "RGB (aerial or visible-only imagery)",
-        (BandSpec("1", "red", 650, 0), BandSpec("2", "green", 550, 0),
-         BandSpec("3", "blue", 470, 0)),
+        "rgb",
+        "RGB (aerial or visible-only imagery)",
+        (
+            BandSpec("1", "red", 650, 0),
+            BandSpec("2", "green", 550, 0),
+            BandSpec("3", "blue", 470, 0),
+        ),
         units="DN",
         notes="Visible bands only: no NIR or SWIR, so vegetation and water indices that "
         "need them are unavailable.",

@@ -52,8 +52,12 @@ DB_EDGES = np.linspace(-45.0, 15.0, 601)  # 0.1 dB per bin
 # ranges -20.4 (Bolivia) .. -25.1 dB (Spain). MNDWI: 0 on surface reflectance (Xu 2006);
 # top-of-atmosphere data (L1C) shift it upwards because path radiance lifts green more
 # than SWIR, hence the upper bound well above 0.
-BOUNDS = {"mndwi": (-0.1, 0.4), "ndwi": (-0.2, 0.4),
-          "vv_db": (-20.0, -15.0), "vh_db": (-26.0, -20.0)}
+BOUNDS = {
+    "mndwi": (-0.1, 0.4),
+    "ndwi": (-0.2, 0.4),
+    "vv_db": (-20.0, -15.0),
+    "vh_db": (-26.0, -20.0),
+}
 
 # Clouds for the optical evidence: bright in blue and in SWIR (water and snow are dark in
 # SWIR), like the first brightness tests of the Sen2Cor scene classification; cirrus band
@@ -102,7 +106,6 @@ class FloodResult(_WaterStats):
 
     flooded_area_ha: float | None = Field(description="post water not on pre (all without pre)")
     permanent_water_ha: float | None = Field(description="water on both dates; None without pre")
-
 
 
 @dataclass
@@ -213,7 +216,6 @@ def _boxcar_db(db: np.ndarray) -> np.ndarray:
 def _histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     finite = values[np.isfinite(values)]
     return np.histogram(np.clip(finite, edges[0], edges[-1]), bins=edges)[0]
-
 
 
 @dataclass
@@ -336,8 +338,14 @@ def _drop_small(mask: np.ndarray, max_size: int, structure: np.ndarray | None) -
     return keep[labels]
 
 
-def _classifier(scenes: Sequence[Scene], method: Method, align: bool, min_pixels: int,
-                max_pixels: int, label: str) -> WaterClassifier:
+def _classifier(
+    scenes: Sequence[Scene],
+    method: Method,
+    align: bool,
+    min_pixels: int,
+    max_pixels: int,
+    label: str,
+) -> WaterClassifier:
     if not scenes:
         raise ArgumentError(f"{label}: give at least one scene (optical, SAR or both).")
     optical_scene = next(
@@ -376,7 +384,6 @@ def _classifier(scenes: Sequence[Scene], method: Method, align: bool, min_pixels
         sar = SarEvidence(check_same_grid(sar_scene, reference, align=align))
     grid = (optical or sar).scene.grid  # type: ignore[union-attr]
     return WaterClassifier(grid, method, optical, sar, min_pixels, max_pixels)
-
 
 
 @dataclass
@@ -483,8 +490,12 @@ def flood_map(
     return result
 
 
-def _stream(after: WaterClassifier, before: WaterClassifier | None,
-            paths: tuple[Path, Path, Path] | None, tag: str) -> _Tally:
+def _stream(
+    after: WaterClassifier,
+    before: WaterClassifier | None,
+    paths: tuple[Path, Path, Path] | None,
+    tag: str,
+) -> _Tally:
     """Pass 2: classify window by window, sum areas, stream the classes to the GeoTIFF.
     A water mask is 0 dry / 1 water; a flood map 0 dry / 1 permanent / 2 flood."""
     tally = _Tally(after.grid)
@@ -522,7 +533,6 @@ def _stream(after: WaterClassifier, before: WaterClassifier | None,
     return tally
 
 
-
 def _out_paths(out: str | Path | None) -> tuple[Path, Path, Path] | None:
     path = Path(out) if out is not None else None
     if path is None:
@@ -535,9 +545,12 @@ def _out_paths(out: str | Path | None) -> tuple[Path, Path, Path] | None:
     return path, path.with_suffix(".geojson"), path.with_suffix(".png")
 
 
-def _side_products(paths: tuple[Path, Path, Path], model: WaterClassifier,
-                   classes: dict[int, tuple[str, tuple[int, int, int]]],
-                   max_polygon_side: int = 2048) -> None:
+def _side_products(
+    paths: tuple[Path, Path, Path],
+    model: WaterClassifier,
+    classes: dict[int, tuple[str, tuple[int, int, int]]],
+    max_polygon_side: int = 2048,
+) -> None:
     """GeoJSON and quicklook read back from the written raster, decimated for big scenes."""
     raster, geojson, png = paths
     poly_grid = export.preview_grid(model.grid, max_polygon_side)

