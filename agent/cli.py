@@ -86,7 +86,13 @@ def _fmt(value: Any) -> str:
 
 def cmd_info(args: argparse.Namespace) -> None:
     scene = _open(args.scene, args.bands)
-    _emit(scene.summary(), args.json)
+    summary = scene.summary()
+    if not args.json:  # one readable line for the bands: name=id, units once
+        bands = summary["bands"]
+        units = sorted({b["units"] for b in bands.values()})
+        summary = {**summary, "bands": ", ".join(f"{n}={b['band_id']}" for n, b in bands.items())}
+        summary["units"] = ", ".join(units)
+    _emit(summary, args.json)
 
 
 def cmd_index(args: argparse.Namespace) -> None:
