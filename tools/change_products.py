@@ -18,10 +18,11 @@ from pydantic import BaseModel, Field
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from tools.errors import ArgumentError, EmptyResultError
+from tools.errors import EmptyResultError
 from tools.export import (
     mask_to_features,
     preview_grid,
+    result_paths,
     scene_rgb,
     write_geojson,
     write_quicklook,
@@ -98,19 +99,6 @@ def paired(pre: Scene, post: Scene, align: bool) -> Scene:
     return check_same_grid(pre, post, align=align)
 
 
-def out_paths(out: str | Path | None) -> tuple[Path, Path, Path] | None:
-    """(raster, geojson, quicklook) beside each other, or None without `out`."""
-    if out is None:
-        return None
-    path = Path(out)
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        raise ArgumentError(
-            f"Output {path} must be a GeoTIFF path ending in .tif; the GeoJSON "
-            "polygons and PNG quicklook are written beside it."
-        )
-    return path, path.with_suffix(".geojson"), path.with_suffix(".png")
-
-
 def run_classification(
     blocks: Iterator[tuple[Window, np.ndarray]],
     grid: Grid,
@@ -125,7 +113,7 @@ def run_classification(
             tally.add(classes, window)
             yield window, classes
 
-    paths = out_paths(out)
+    paths = result_paths(out)
     if paths is None:
         for _ in counted():
             pass
@@ -166,7 +154,7 @@ def write_side_products(
     flat; polygons of a scene larger than `max_polygon_side` are traced on that coarser
     grid and say so in the file's properties.
     """
-    paths = out_paths(out)
+    paths = result_paths(out)
     if paths is None:
         return ChangeOutputs()
     raster, geojson, png = paths

@@ -275,11 +275,14 @@ def _fit(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask[np.ix_(rows, cols)]
 
 
-def output_path(out: str | Path | None, default_dir: str | Path, stem: str, suffix: str) -> Path:
-    """Resolve where a result goes: an explicit path, else `<default_dir>/<stem><suffix>`."""
+def result_paths(out: str | Path | None) -> tuple[Path, Path, Path] | None:
+    """(raster, geojson, quicklook) of a mapped result, side by side; None without `out`."""
     if out is None:
-        return Path(default_dir) / f"{stem}{suffix}"
+        return None
     path = Path(out)
-    if path.suffix.lower() not in (".tif", ".tiff", ".geojson", ".json", ".png"):
-        raise ArgumentError(f"Output {path} must end in .tif, .geojson or .png.")
-    return path
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        raise ArgumentError(
+            f"Output {path} must be a GeoTIFF path ending in .tif; the GeoJSON "
+            "polygons and PNG quicklook are written beside it."
+        )
+    return path, path.with_suffix(".geojson"), path.with_suffix(".png")

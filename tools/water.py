@@ -428,7 +428,7 @@ def water_mask(
     it. `min_pixels`: specks and pinholes of at most this many pixels are cleaned (10 px =
     0.1 ha at 10 m). `align` resamples the SAR scene onto the optical grid when they differ.
     """
-    paths = _out_paths(out)
+    paths = export.result_paths(out)
     model = _classifier(scenes, method, align, min_pixels, max_pixels, "water_mask")
     model.fit()
     tally = _stream(model, None, paths, "water_mask")
@@ -458,7 +458,7 @@ def flood_map(
     resamples `pre` (and a SAR scene) onto the post grid when grids differ; otherwise a
     mismatch raises GridMismatchError.
     """
-    paths = _out_paths(out)
+    paths = export.result_paths(out)
     after = _classifier(post, method, align, min_pixels, max_pixels, "flood_map (post)")
     before = None
     if pre:
@@ -531,18 +531,6 @@ def _stream(
         tags = {"eoagent_product": tag}
         export.write_raster(paths[0], after.grid, blocks(), dtype="uint8", nodata=NODATA, tags=tags)
     return tally
-
-
-def _out_paths(out: str | Path | None) -> tuple[Path, Path, Path] | None:
-    path = Path(out) if out is not None else None
-    if path is None:
-        return None
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        raise ArgumentError(
-            f"Output {path} must be a GeoTIFF path ending in .tif; the GeoJSON "
-            "polygons and PNG quicklook are written beside it."
-        )
-    return path, path.with_suffix(".geojson"), path.with_suffix(".png")
 
 
 def _side_products(
