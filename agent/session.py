@@ -64,6 +64,10 @@ def _normal(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
+# A file name a model may choose for an export: no folders, no shell characters.
+_EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 class LoadedFile(BaseModel):
     """A file the user gave the session: a scene (raster) or a vector (footprints)."""
 
@@ -322,6 +326,12 @@ class Session:
         self._pending = None
 
     def export_path(self, name: str) -> Path:
+        if not _EXPORT_NAME.fullmatch(name) or ".." in name:
+            raise ArgumentError(
+                f"Export file name '{name}' is refused: give a plain name such as "
+                "flood_1.geojson (letters, digits, '.', '_', '-'; no folders, no shell "
+                "characters), or leave the name out."
+            )
         path = self.safe_path(str(Path("exports") / name), write=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path

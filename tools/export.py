@@ -8,6 +8,7 @@ never clobbers the previous good one.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -37,8 +38,9 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; move it onto `dest` only on success."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(dest)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent
+        prefix=f".{dest.stem}.{os.getpid()}.", suffix=f".part{dest.suffix}", dir=dest.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -53,6 +55,26 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _remove_orphans(dest: Path) -> None:
+    """Delete temporary files left beside `dest` by writers that were killed (their
+    process id, part of the name, no longer exists)."""
+    for part in dest.parent.glob(f".{glob.escape(dest.stem)}.*.part*"):
+        pid = part.name[len(dest.stem) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                part.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_raster(

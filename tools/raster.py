@@ -50,6 +50,9 @@ DEFAULT_WINDOW_PIXELS = 4_194_304
 # (bench/raster_bench.py: peak RSS 1196 -> 492 MB on a 10980 x 10980 scene).
 os.environ.setdefault("GDAL_CACHEMAX", "256")
 _GEOD = Geod(ellps="WGS84")
+# Pillow's DecompressionBombError limit (2 x 89.5 Mpx), applied to untiled image formats.
+MAX_IMAGE_PIXELS = 178_956_970
+UNTILED_IMAGE_DRIVERS = frozenset({"PNG", "JPEG", "GIF", "BMP"})
 
 
 def pixel_to_map(
@@ -558,6 +561,7 @@ def _baseline_from(text: str) -> str | None:
 def _open_file(path: Path, band_map: BandMap | None, spec: SensorSpec | None) -> Scene:
     dataset = _open_dataset(str(path))
     with dataset:
+        _refuse_image_bomb(dataset, path)
         tags = dataset.tags()
         descriptions = list(dataset.descriptions)
         count, dtype = dataset.count, dataset.dtypes[0]
@@ -592,6 +596,19 @@ def _open_file(path: Path, band_map: BandMap | None, spec: SensorSpec | None) ->
     if spec is None and any(n.startswith("band_") for n in names.values()):
         notes.append("Some bands could not be named; map them with --bands (e.g. nir=4).")
     return Scene(str(path), bands, grid, spec, date, notes)
+
+
+def _refuse_image_bomb(dataset: rasterio.io.DatasetReader, path: Path) -> None:
+    """PNG/JPEG/GIF/BMP are decoded whole-row by GDAL and cannot be read in tiles: a
+    small file can unpack to gigapixels. Refuse them above Pillow's own bomb limit."""
+    pixels = dataset.width * dataset.height
+    if dataset.driver in UNTILED_IMAGE_DRIVERS and pixels > MAX_IMAGE_PIXELS:
+        raise InputFileError(
+            f"{path.name} is a {dataset.driver} of {dataset.width}x{dataset.height} px "
+            f"({pixels / 1e6:.0f} Mpx), above the {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx limit for "
+            "untiled images (a decompression-bomb guard); crop it or convert it to a tiled "
+            "GeoTIFF (gdal_translate -co TILED=YES)."
+        )
 
 
 def _sample(dataset: rasterio.io.DatasetReader) -> list[np.ndarray]:
