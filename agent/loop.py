@@ -41,6 +41,7 @@ from tools.errors import (
     EOError,
     GridMismatchError,
     InputFileError,
+    NoOverlapError,
     one_line,
 )
 from tools.registry import Registry, ToolSpec, get_registry
@@ -57,6 +58,10 @@ _HINTS: tuple[tuple[type[Exception], str], ...] = (
     (BandError, "Try another tool or scene, or ask the user for a scene with the bands it needs."),
     (GridMismatchError, "Call it again with align=true, or ask the user for co-registered scenes."),
     (InputFileError, "Ask the user to check or replace the file."),
+    (
+        NoOverlapError,
+        "Tell the user the two cover different places, or choose a region over the same area.",
+    ),
     (EmptyResultError, "Try another scene, index or method, or tell the user nothing was found."),
     (ArgumentError, "Fix the argument and call again, or ask the user."),
 )

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     load_in_4bit: bool = Field(
         default=False, description="Load the hf model in 4-bit (bitsandbytes NF4)."
     )
+    hf_max_new_tokens: int = Field(
+        default=256, ge=1, le=4096, description="Most tokens the hf model generates in one answer."
+    )
     openai_base_url: str = Field(
         default="http://127.0.0.1:8000/v1",
         description="Base URL of the OpenAI-compatible server (ending in /v1).",

@@ -14,6 +14,7 @@ from tools.adapters import openai_tool_schema, openai_tools, tool_catalogue_text
 from tools.registry import REGISTRY, Registry, RegistryError, ToolArgs, ToolSpec
 
 CATALOGUE = {
+    "zonal_stats",
     "scene_info",
     "spectral_index",
     "water_mask",

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         SpectralIndexArgs,
         VegetationChangeArgs,
         WaterMaskArgs,
+        ZonalStatsArgs,
     )
 
 
@@ -184,6 +185,95 @@ def building_damage(session: Session, args: BuildingDamageArgs) -> BaseModel:
         out=session.output_path(".geojson"),
         align=args.align,
     )
+
+
+# -- zonal statistics -----------------------------------------------------------------
+
+
+def zonal_stats(session: Session, args: ZonalStatsArgs) -> BaseModel:
+    module = _tool_module("zonal")
+    target, label = _measured_file(session, args.result)
+    if args.bbox is not None:
+        crs = _bbox_crs(module, args.bbox, args.bbox_crs, target)
+        region = module.box_region(args.bbox, crs)
+    elif args.region is not None:
+        region = _region(session, module, args.region, args.region_classes)
+    else:
+        raise ArgumentError("Give a region (a handle) or a bbox [west, south, east, north].")
+    return module.zonal_stats(target, region, label=label)  # type: ignore[no-any-return]
+
+
+def _result_file(session: Session, ref: str) -> tuple[Path, str]:
+    """The raster (first) or GeoJSON a result wrote, and the result's handle."""
+    stored = session.result(ref)
+    by_suffix = {Path(f).suffix.lower(): Path(f) for f in stored.files}
+    path = by_suffix.get(".tif") or by_suffix.get(".tiff") or by_suffix.get(".geojson")
+    if path is None:
+        raise ArgumentError(
+            f"Result '{stored.handle}' ({stored.tool}) holds no map; give a raster result "
+            "(an index, water, flood, burn or change map) or building_damage footprints."
+        )
+    return path, stored.handle
+
+
+def _measured_file(session: Session, ref: str) -> tuple[Path, str]:
+    try:
+        return _result_file(session, ref)
+    except ArgumentError as not_result:
+        try:
+            return session.vector(ref), ref.strip()
+        except ArgumentError:
+            raise not_result from None
+
+
+def _region(session: Session, module: Any, ref: str, classes: list[int | str] | None) -> Any:
+    """A region from a result (class raster or footprints), a loaded GeoJSON or a scene."""
+    try:
+        path, handle = _result_file(session, ref)
+    except ArgumentError:
+        pass
+    else:
+        if path.suffix.lower() == ".geojson":
+            names = [str(c) for c in classes] if classes else None
+            return module.polygon_region(path, names, label=handle)
+        codes = module.resolve_classes(path, classes, handle) if classes else None
+        return module.ClassRegion(path, label=handle, classes=codes)
+    try:
+        vector = session.vector(ref)
+    except ArgumentError:
+        pass
+    else:
+        names = [str(c) for c in classes] if classes else None
+        return module.polygon_region(vector, names, label=ref.strip())
+    try:
+        handle = session.scene_handle(ref)
+    except ArgumentError:
+        pass
+    else:
+        grid = session.scene(handle).grid
+        if grid.crs is None:
+            raise ArgumentError(f"Scene '{handle}' has no CRS, so its extent is no region.")
+        return module.box_region(grid.bounds, grid.crs, label=f"the extent of {handle}")
+    known = [*session.state.results, *session.state.files]
+    raise ArgumentError(
+        f"No region '{ref}' in this session (known: {', '.join(known) or 'none'}); name a "
+        "class-map result, footprints, a loaded GeoJSON or a scene, or give a bbox."
+    )
+
+
+def _bbox_crs(module: Any, bbox: list[float], crs: str, target: Path) -> Any:
+    choice = crs.strip().lower().replace("/", "").replace(" ", "")
+    if choice == "auto":
+        west, south, east, north = bbox
+        fits = all(-180 <= x <= 180 for x in (west, east)) and all(
+            -90 <= y <= 90 for y in (south, north)
+        )
+        choice = "lonlat" if fits else "map"
+    if choice in ("lonlat", "wgs84", "latlon", "geographic"):
+        return "EPSG:4326"
+    if choice == "map":
+        return module.native_crs(target)
+    return crs.strip()
 
 
 # -- export ---------------------------------------------------------------------------

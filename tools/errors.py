@@ -31,6 +31,10 @@ class EmptyResultError(EOError):
     """A computation had nothing to work on (all pixels nodata, empty mask)."""
 
 
+class NoOverlapError(EmptyResultError):
+    """Two inputs that must cover the same ground (a result and a region) do not."""
+
+
 def one_line(message: str) -> str:
     """Collapse whitespace so a message always prints as a single line."""
     return " ".join(str(message).split())

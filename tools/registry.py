@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tools import bindings
 
@@ -174,6 +174,53 @@ class ExportArgs(ToolArgs):
             value = value.strip().lower().lstrip(".")
             return aliases.get(value, value)
         return value
+
+
+class ZonalStatsArgs(ToolArgs):
+    result: str = Field(
+        description="Handle of the result to measure: a raster (an index such as 'ndvi_1', "
+        "a water, flood, burn or change map) or scored footprints ('damage_1')."
+    )
+    region: str | None = Field(
+        default=None,
+        description="The region as a handle: a class-map result (inside = its classes of "
+        "interest, e.g. the flood water of 'flood_1'), scored footprints, a loaded GeoJSON "
+        "of polygons, or a loaded scene (its extent). Give region or bbox.",
+    )
+    region_classes: list[int | str] | None = Field(
+        default=None,
+        description="Classes of the region that count as inside, by code or name, e.g. "
+        "['flood'], [4, 5, 6, 7] or ['destroyed']; its classes of interest when omitted.",
+    )
+    bbox: list[float] | None = Field(
+        default=None,
+        min_length=4,
+        max_length=4,
+        description="A box [west, south, east, north] as the region, instead of a handle.",
+    )
+    bbox_crs: str = Field(
+        default="auto",
+        description="Coordinates of bbox: 'lonlat' (EPSG:4326), 'map' (the result's own "
+        "CRS), an EPSG code such as 'EPSG:32630', or 'auto' (lon/lat when the numbers fit).",
+    )
+
+    @field_validator("region_classes", mode="before")
+    @classmethod
+    def _classes_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else _as_list(value)
+
+    @field_validator("bbox", mode="before")
+    @classmethod
+    def _bbox_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "w, s, e, n" or "[w s e n]"
+            return [part for part in re.split(r"[\s,;\[\]()]+", value) if part]
+        return value
+
+    @model_validator(mode="after")
+    def _one_region(self) -> ZonalStatsArgs:
+        if (self.region is None) == (self.bbox is None):
+            raise ValueError("give either 'region' (a handle) or 'bbox' (4 numbers), not both")
+        return self
 
 
 class DomainLookupArgs(ToolArgs):
@@ -384,6 +431,18 @@ def _build() -> Registry:
             "tools.damage:DamageResult",
             bindings.building_damage,
             "damage",
+        ),
+        ToolSpec(
+            "zonal_stats",
+            "Statistics of a result inside a region: mean, min, max, std and area of an index "
+            "raster; the area of each class of a class map (water, flood, burn severity, "
+            "change); or, for scored building footprints, how many per damage class intersect "
+            "the region. The region is another result's classes (e.g. the flood water of "
+            "'flood_1'), a loaded polygon GeoJSON, a scene's extent, or a lon/lat or map box.",
+            ZonalStatsArgs,
+            "tools.zonal:ZonalResult",
+            bindings.zonal_stats,
+            "zonal",
         ),
         ToolSpec(
             "export",
