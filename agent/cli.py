@@ -181,6 +181,16 @@ def cmd_chat(args: argparse.Namespace) -> None:
         raise SystemExit(code)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from agent.settings import Settings
+    from agent.ui import serve
+
+    settings = Settings()
+    if args.backend:
+        settings = settings.model_copy(update={"backend": args.backend})
+    serve(settings, args.host, args.port, max_upload_mb=args.max_upload_mb)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from agent.demo import run_demo
 
@@ -268,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_chat)
     p.add_argument("--image", action="append", help="load a scene as handle=path (repeatable)")
     p.add_argument("--session", help="resume a saved session by id")
+    p.add_argument("--backend", choices=backends, help="brain backend (default from settings)")
+
+    p = sub.add_parser("serve", help="the chat app in the browser (Gradio, 127.0.0.1)")
+    p.set_defaults(func=cmd_serve)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload accepted")
     p.add_argument("--backend", choices=backends, help="brain backend (default from settings)")
 
     p = sub.add_parser("demo", help="a terminal tour of the tools on a generated example")
