@@ -8,6 +8,7 @@ never clobbers the previous good one.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import glob
 import json
 import os
@@ -128,7 +129,7 @@ def write_raster(
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 out = rasterio.open(staging, "w", **profile)
             with out:
-                for window, data in (first, *iterator):
+                for window, data in itertools.chain([first], iterator):
                     arr = data if data.ndim == 3 else data[np.newaxis]
                     out.write(arr.astype(dtype, copy=False), window=window)
                 if band_names:
