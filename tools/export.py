@@ -8,8 +8,8 @@ never clobbers the previous good one.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import glob
+import itertools
 import json
 import os
 import tempfile
@@ -24,7 +24,7 @@ import rasterio.features
 import rasterio.shutil
 import rasterio.warp
 from PIL import Image
-from pyproj import Geod
+from pyproj import Geod, Transformer
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
@@ -175,24 +175,33 @@ def mask_to_features(
     if not np.any(values):
         return []
     features = []
+    # One transformer for all polygons: transform_geom per polygon re-creates the
+    # PROJ pipeline each time (~7 ms per polygon in a State Plane CRS).
+    to_lonlat = (
+        Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True) if grid.crs else None
+    )
     for geometry, value in rasterio.features.shapes(
         values, mask=values > 0, transform=grid.transform
     ):
         n_pixels = _polygon_pixels(geometry, grid)
         if n_pixels < min_pixels:
             continue
-        if grid.crs is not None:
-            geometry = rasterio.warp.transform_geom(grid.crs, "EPSG:4326", geometry)
-            area_ha: float | None = round(
-                abs(_GEOD.geometry_area_perimeter(_shape(geometry))[0]) / 1e4, 4
-            )
-        else:
-            area_ha = None
+        area_ha: float | None = None
+        if to_lonlat is not None:
+            rings = [_ring_lonlat(ring, to_lonlat) for ring in geometry["coordinates"]]
+            geometry = {"type": "Polygon", "coordinates": rings}
+            area_ha = round(abs(_GEOD.geometry_area_perimeter(_shape(geometry))[0]) / 1e4, 4)
         props: dict[str, Any] = {"value": int(value), "area_ha": area_ha, "pixels": n_pixels}
         if labels:
             props["class"] = labels.get(int(value), str(int(value)))
         features.append({"type": "Feature", "geometry": geometry, "properties": props})
     return features
+
+
+def _ring_lonlat(ring: Any, transformer: Transformer) -> list[list[float]]:
+    coords = np.asarray(ring, dtype=np.float64)
+    lon, lat = transformer.transform(coords[:, 0], coords[:, 1])
+    return np.column_stack([lon, lat]).tolist()
 
 
 def _polygon_pixels(geometry: dict[str, Any], grid: Grid) -> int:
