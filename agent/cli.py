@@ -181,6 +181,41 @@ def cmd_chat(args: argparse.Namespace) -> None:
         raise SystemExit(code)
 
 
+def _archive_config(args: argparse.Namespace):  # noqa: ANN202 - ArchiveConfig, lazy import
+    from agent.settings import Settings
+    from tools.archive import ArchiveConfig
+
+    config = ArchiveConfig.from_settings(Settings())
+    updates = {"path": Path(args.archive) if args.archive else None, "host": args.host}
+    return config.model_copy(update={k: v for k, v in updates.items() if v})
+
+
+def cmd_archive_add(args: argparse.Namespace) -> None:
+    from tools.archive import add_to_archive
+
+    _emit(add_to_archive(args.paths, archive=_archive_config(args)), args.json)
+
+
+def cmd_archive_search(args: argparse.Namespace) -> None:
+    from tools.archive import search_archive
+
+    bbox = [float(v) for v in args.bbox.split(",")] if args.bbox else None
+    if bbox is not None and len(bbox) != 4:
+        raise EOError("--bbox takes four numbers: west,south,east,north in degrees.")
+    result = search_archive(
+        args.text,
+        args.like,
+        archive=_archive_config(args),
+        date_from=args.date_from,
+        date_to=args.date_to,
+        bbox=bbox,
+        sensor=args.sensor,
+        max_cloud=args.max_cloud,
+        k=args.k,
+    )
+    _emit(result, args.json)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from agent.settings import Settings
     from agent.ui import serve
@@ -280,6 +315,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", help="resume a saved session by id")
     p.add_argument("--backend", choices=backends, help="brain backend (default from settings)")
 
+    archive = sub.add_parser("archive", help="the scene archive (Chroma): add and search")
+    archive_sub = archive.add_subparsers(
+        dest="archive_command", required=True, parser_class=OneLineParser
+    )
+    for name, fn, text in (
+        ("add", cmd_archive_add, "index scenes (files or folders) in the archive"),
+        ("search", cmd_archive_search, "search the archive by text, example scene or metadata"),
+    ):
+        p = archive_sub.add_parser(name, help=text, description=text)
+        p.set_defaults(func=fn)
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.add_argument("--archive", help="embedded archive folder (default from settings)")
+        p.add_argument("--host", help="Chroma server host (default from settings)")
+        if name == "add":
+            p.add_argument("paths", nargs="+", help="scene files or folders")
+        else:
+            p.add_argument("text", nargs="?", help="what to look for, e.g. 'flooded farmland'")
+            p.add_argument("--like", help="a scene path or archive id to find similar scenes")
+            p.add_argument("--date-from", help="earliest date, YYYY-MM-DD")
+            p.add_argument("--date-to", help="latest date, YYYY-MM-DD")
+            p.add_argument("--bbox", help="west,south,east,north in degrees")
+            p.add_argument("--sensor", help="sentinel-2, sentinel-1, landsat or rgb")
+            p.add_argument("--max-cloud", type=float, help="largest cloud share, 0-1")
+            p.add_argument("-k", type=int, default=5, help="how many scenes to return")
+
     p = sub.add_parser("serve", help="the chat app in the browser (Gradio, 127.0.0.1)")
     p.set_defaults(func=cmd_serve)
     p.add_argument("--host", default="127.0.0.1")
@@ -296,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Model libraries print loading bars and optional-kernel notices; a command's output
+    # should be its answer.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_TQDM", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("EOAGENT_DEBUG") == "1"

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         description="Host of a Chroma server (chroma run); the embedded path when unset.",
     )
     chroma_port: int = Field(default=8000, ge=1, le=65535, description="Port of the Chroma server.")
+    clip_model_path: Path | None = Field(
+        default=None,
+        description="open_clip ViT-B-32 checkpoint for archive image embeddings; "
+        "skipped when unset.",
+    )
     max_steps: int = Field(
         default=8,
         ge=1,

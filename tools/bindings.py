@@ -9,6 +9,7 @@ module that is missing disables only its own tool, with a message saying so.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import shutil
 from pathlib import Path
@@ -21,13 +22,17 @@ from tools.errors import ArgumentError, EOError
 if TYPE_CHECKING:
     from agent.session import Session
     from tools.registry import (
+        AddToArchiveArgs,
         BuildingDamageArgs,
         BurnSeverityArgs,
         ChangeDetectionArgs,
+        DescribeSceneArgs,
         DomainLookupArgs,
         ExportArgs,
         FloodMapArgs,
+        LandCoverArgs,
         SceneInfoArgs,
+        SearchArchiveArgs,
         SpectralIndexArgs,
         VegetationChangeArgs,
         WaterMaskArgs,
@@ -382,6 +387,46 @@ def _raster_to_png(raster: Path, dest: Path) -> None:
 
 
 # -- domain knowledge -----------------------------------------------------------------
+
+
+def land_cover(session: Session, args: LandCoverArgs) -> BaseModel:
+    module = _tool_module("landcover")
+    return module.land_cover(session.scene(args.scene), out=session.output_path(".tif"))  # type: ignore[no-any-return]
+
+
+def describe_scene(session: Session, args: DescribeSceneArgs) -> BaseModel:
+    return _tool_module("caption").describe_scene(session.scene(args.scene))  # type: ignore[no-any-return]
+
+
+def _archive_config() -> Any:
+    from agent.settings import Settings
+    from tools.archive import ArchiveConfig
+
+    return ArchiveConfig.from_settings(Settings())
+
+
+def add_to_archive(session: Session, args: AddToArchiveArgs) -> BaseModel:
+    paths = [session.scene(handle).source for handle in args.scenes]
+    return _tool_module("archive").add_to_archive(paths, archive=_archive_config())  # type: ignore[no-any-return]
+
+
+def search_archive(session: Session, args: SearchArchiveArgs) -> BaseModel:
+    like = args.like
+    if like:
+        # a loaded scene's handle becomes its path; otherwise an archive id from a search
+        with contextlib.suppress(EOError):
+            like = session.scene(like).source
+    return _tool_module("archive").search_archive(  # type: ignore[no-any-return]
+        args.text,
+        like,
+        archive=_archive_config(),
+        date_from=args.date_from,
+        date_to=args.date_to,
+        bbox=args.bbox,
+        sensor=args.sensor,
+        max_cloud=args.max_cloud,
+        k=args.k,
+    )
 
 
 def domain_lookup(session: Session, args: DomainLookupArgs) -> LookupResult:

@@ -234,6 +234,47 @@ class DomainLookupArgs(ToolArgs):
     )
 
 
+class LandCoverArgs(ToolArgs):
+    scene: str = Field(description=SCENE_HELP)
+
+
+class DescribeSceneArgs(ToolArgs):
+    scene: str = Field(description=SCENE_HELP)
+
+
+class AddToArchiveArgs(ToolArgs):
+    scenes: list[str] = Field(min_length=1, description="Handles of loaded scenes to index.")
+
+    @field_validator("scenes", mode="before")
+    @classmethod
+    def _scenes_list(cls, value: Any) -> Any:
+        return _as_list(value)
+
+
+class SearchArchiveArgs(ToolArgs):
+    text: str | None = Field(
+        default=None, description="What to look for, in words, e.g. 'flooded farmland'."
+    )
+    like: str | None = Field(
+        default=None,
+        description="Handle of a loaded scene, or an archive id from an earlier search, to "
+        "find similar scenes.",
+    )
+    date_from: str | None = Field(default=None, description="Earliest date, YYYY-MM-DD.")
+    date_to: str | None = Field(default=None, description="Latest date, YYYY-MM-DD.")
+    bbox: list[float] | None = Field(
+        default=None,
+        min_length=4,
+        max_length=4,
+        description="[min_lon, min_lat, max_lon, max_lat] in degrees; scenes intersecting it.",
+    )
+    sensor: str | None = Field(default=None, description="sentinel-2, sentinel-1, landsat or rgb.")
+    max_cloud: float | None = Field(
+        default=None, ge=0, le=1, description="Largest cloud share (0-1)."
+    )
+    k: int = Field(default=5, ge=1, le=50, description="How many scenes to return.")
+
+
 # -- the registry ---------------------------------------------------------------------
 
 
@@ -453,6 +494,45 @@ def _build() -> Registry:
             "tools.bindings:ExportResult",
             bindings.export,
             "export",
+        ),
+        ToolSpec(
+            "land_cover",
+            "Classify every pixel of a multispectral scene (needs green, red, NIR, SWIR1) into "
+            "water, dense and sparse vegetation, built-up, bare soil, burned, snow and cloud "
+            "with adaptive thresholds. Returns each class's area in hectares and share, and a "
+            "class map you can export. Refuses RGB photos and SAR.",
+            LandCoverArgs,
+            "tools.landcover:LandCoverResult",
+            bindings.land_cover,
+            "landcover",
+        ),
+        ToolSpec(
+            "describe_scene",
+            "Caption a scene from measured content: sensor, date, location, land-cover shares, "
+            "water and notable features. Works on multispectral, SAR and RGB scenes.",
+            DescribeSceneArgs,
+            "tools.caption:CaptionResult",
+            bindings.describe_scene,
+            "caption",
+        ),
+        ToolSpec(
+            "add_to_archive",
+            "Index loaded scenes in the scene archive (caption, land cover, bounds, date, "
+            "sensor). Re-adding a scene does nothing; unreadable scenes are reported.",
+            AddToArchiveArgs,
+            "tools.archive:AddResult",
+            bindings.add_to_archive,
+            "archived",
+        ),
+        ToolSpec(
+            "search_archive",
+            "Find archived scenes by a text description, by similarity to a scene, and/or by "
+            "date range, bounding box, sensor and cloud share. Returns ranked scenes with "
+            "captions and paths.",
+            SearchArchiveArgs,
+            "tools.archive:SearchResult",
+            bindings.search_archive,
+            "search",
         ),
         ToolSpec(
             "domain_lookup",
