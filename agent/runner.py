@@ -96,9 +96,21 @@ def run_tasks(
 
 
 def _settings_factory(settings: Settings) -> BrainFactory:
+    """A scripted brain per task (its plan is chosen by task id); any other brain is
+    built once and shared, so a model is loaded (and its prompt prefix prefilled) once
+    per run, not once per task."""
     from agent.brains import make_brain
 
-    return lambda task_id: make_brain(settings, task_id=task_id)
+    if settings.backend == "scripted":
+        return lambda task_id: make_brain(settings, task_id=task_id)
+    shared: dict[str, Brain] = {}
+
+    def factory(task_id: str) -> Brain:
+        if "brain" not in shared:
+            shared["brain"] = make_brain(settings)
+        return shared["brain"]
+
+    return factory
 
 
 def _run_line(
