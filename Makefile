@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run demo test test-all bench lint clean
+.PHONY: install run serve demo test test-all bench lint clean
 
 install: $(STAMP)
 
@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e ".[dev]" torch==2.14.1 torchvision==0.29.1
 	touch $(STAMP)
 
+# the chat app in the browser at http://127.0.0.1:7860, on the embedded default brain
 run: install
+	$(BIN)/eoagent serve
+
+serve: run
+
+# a terminal tour of the tools on a generated flood-and-fire example
+demo: install
 	$(BIN)/eoagent demo
 
 test: install

@@ -90,6 +90,13 @@ class EOApp:
         self.max_upload_mb = max_upload_mb
         self.default_choice = BrainChoice.from_settings(settings)
 
+    def warm_default_brain(self) -> None:
+        """Build the default brain now; a failure is reported on the first turn instead."""
+        try:
+            self.brains.get(self.default_choice)
+        except Exception:  # the turn that needs it shows the error to the user
+            log.info("default brain could not be built ahead of time", exc_info=True)
+
     def _choice(self, data: dict[str, Any] | None) -> BrainChoice:
         try:
             return BrainChoice.model_validate(data) if data else self.default_choice
@@ -499,6 +506,10 @@ def serve(
     """Start the app on `host:port` (7860; None picks a free port). With `block=False` it
     returns at once with the server running in a thread; `demo.close()` stops it."""
     demo = build_app(settings, max_upload_mb=max_upload_mb)
+    # Load the default brain while the page starts, not on the first question: the
+    # embedded model converts once (minutes) and loads in seconds after that.
+    app: EOApp = demo.eoapp  # type: ignore[attr-defined]
+    threading.Thread(target=app.warm_default_brain, name="warm-brain", daemon=True).start()
     demo.queue(default_concurrency_limit=8)
     demo.launch(
         server_name=host,
