@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run serve demo test test-all bench lint clean
+.PHONY: install run serve demo test test-slow test-all bench lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -m "not slow and not gpu" -q
+
+test-slow: install
+	$(BIN)/python -m pytest -m "slow and not gpu" -q
 
 test-all: install
 	$(BIN)/python -m pytest -q
