@@ -157,6 +157,7 @@ class Grid:
 class _PixelAreaModel:
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
+        self._recent: dict[tuple[int, int, int, int], np.ndarray] = {}
         if grid.crs is None:
             raise ValueError("pixel areas need a CRS")
         crs = CRS.from_user_input(grid.crs.to_wkt())
@@ -177,9 +178,15 @@ class _PixelAreaModel:
             self._to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
 
     def area(self, window: Window) -> np.ndarray:
-        if self.geographic:
-            return self._geographic_rows(window)
-        return self._projected(window)
+        # Tools ask for the same window more than once (water and valid area, say).
+        key = (int(window.row_off), int(window.col_off), int(window.height), int(window.width))
+        cached = self._recent.get(key)
+        if cached is None:
+            cached = self._geographic_rows(window) if self.geographic else self._projected(window)
+            if len(self._recent) >= 4:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[key] = cached
+        return cached
 
     def _geographic_rows(self, window: Window) -> np.ndarray:
         t = self.grid.transform
@@ -219,13 +226,15 @@ class _PixelAreaModel:
             return np.ones((1, 1))
         if n_r == 1 or n_c == 1 or np.ptp(ratio) <= 1e-7 * ratio.mean():
             return np.full((1, 1), ratio.mean())
-        from scipy.interpolate import RegularGridInterpolator
-
-        interp = RegularGridInterpolator((rows, cols), ratio, bounds_error=False, fill_value=None)
+        # Bilinear on the lattice, separably: along columns for each lattice row, then
+        # between lattice rows (pixel centres all lie inside the lattice span).
         r_full = np.arange(window.row_off, window.row_off + h) + 0.5
         c_full = np.arange(window.col_off, window.col_off + w) + 0.5
-        rr, cc = np.meshgrid(r_full, c_full, indexing="ij")
-        return interp(np.stack([rr.ravel(), cc.ravel()], axis=1)).reshape(h, w)
+        by_col = np.stack([np.interp(c_full, cols, ratio[i]) for i in range(n_r)])
+        position = np.interp(r_full, rows, np.arange(n_r, dtype=np.float64))
+        lower = np.minimum(position.astype(np.int64), n_r - 2)
+        weight = (position - lower)[:, np.newaxis]
+        return (1 - weight) * by_col[lower] + weight * by_col[lower + 1]
 
     def _block_ratio(self, row: float, col: float, half: float) -> float:
         cols = np.array([col - half, col + half, col + half, col - half])
