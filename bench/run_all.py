@@ -1,5 +1,6 @@
 """`make bench`: run every bench/*_bench.py, one JSON each, and a Markdown table in
-bench/RESULTS.md with the machine description and the date."""
+bench/RESULTS.md with the machine description and the date. `--collect` only assembles
+RESULTS.md from the JSON files already there (each section says when it was run)."""
 
 from __future__ import annotations
 
@@ -39,19 +40,29 @@ def rows(data: object, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def main() -> int:
+    collect = "--collect" in sys.argv[1:]  # only assemble RESULTS.md from existing JSON
     scripts = sorted(BENCH.glob("*_bench.py"))
-    sections = [f"# Benchmarks\n\n{machine()}; run {dt.datetime.now():%Y-%m-%d %H:%M}.\n"]
+    sections = [f"# Benchmarks\n\n{machine()}; assembled {dt.datetime.now():%Y-%m-%d %H:%M}.\n"]
     failed = 0
     for script in scripts:
         out = BENCH / f"{script.stem}.json"
-        print(f"== {script.name}", flush=True)
-        proc = subprocess.run([sys.executable, str(script), "--out", str(out)], cwd=BENCH.parent)
-        if proc.returncode != 0 or not out.exists():
+        if not collect:
+            print(f"== {script.name}", flush=True)
+            proc = subprocess.run(
+                [sys.executable, str(script), "--out", str(out)], cwd=BENCH.parent
+            )
+            if proc.returncode != 0:
+                out.unlink(missing_ok=True)
+        if not out.exists():
             failed += 1
-            sections.append(f"## {script.stem}\n\nfailed (exit {proc.returncode}).\n")
+            sections.append(f"## {script.stem}\n\nno result (failed or not run).\n")
             continue
+        when = dt.datetime.fromtimestamp(out.stat().st_mtime)
         table = "\n".join(f"| {k} | {v} |" for k, v in rows(json.loads(out.read_text())))
-        sections.append(f"## {script.stem}\n\n| figure | value |\n|---|---|\n{table}\n")
+        sections.append(
+            f"## {script.stem}\n\nrun {when:%Y-%m-%d %H:%M} (`python bench/{script.name}`)\n\n"
+            f"| figure | value |\n|---|---|\n{table}\n"
+        )
     (BENCH / "RESULTS.md").write_text("\n".join(sections))
     print(f"wrote {BENCH / 'RESULTS.md'}")
     return 1 if failed else 0
