@@ -84,8 +84,37 @@ class Settings(BaseSettings):
     chroma_port: int = Field(default=8000, ge=1, le=65535, description="Port of the Chroma server.")
     clip_model_path: Path | None = Field(
         default=None,
-        description="open_clip ViT-B-32 checkpoint for archive image embeddings; "
-        "skipped when unset.",
+        description="open_clip checkpoint (.pt) of a CLIP remote-sensing model (RemoteCLIP or "
+        "GeoRSCLIP) for classify_scene and archive image embeddings; unset: land-cover fallback.",
+    )
+    clip_model_arch: str = Field(
+        default="ViT-B-32",
+        description="open_clip architecture of clip_model_path: ViT-B-32, ViT-L-14, RN50 "
+        "(RemoteCLIP) or ViT-B-32, ViT-H-14 (GeoRSCLIP).",
+    )
+    diffusion_model_path: Path | None = Field(
+        default=None,
+        description="Folder of a Stable Diffusion pipeline (diffusers save_pretrained) for "
+        "synthesize_image text-to-image; unset: text-to-image is unavailable.",
+    )
+    diffusion_steps: int = Field(default=25, ge=1, le=200, description="Denoising steps.")
+
+    detector_model: str | None = Field(
+        default=None,
+        description="Local folder or hub id of the open-vocabulary detector for "
+        "detect_objects: OWLv2 (google/owlv2-base-patch16-ensemble) or Grounding DINO "
+        "(IDEA-Research/grounding-dino-tiny). Unset: detect_objects counts objects in "
+        "mapped results only.",
+    )
+    grounding_model: str | None = Field(
+        default=None,
+        description="Local folder or hub id of the grounding model for ground (Grounding "
+        "DINO, e.g. IDEA-Research/grounding-dino-tiny); detector_model serves when unset.",
+    )
+    sam_model: str | None = Field(
+        default=None,
+        description="Local folder or hub id of the SAM checkpoint for segment "
+        "(e.g. facebook/sam-vit-base).",
     )
     max_steps: int = Field(
         default=8,

@@ -13,7 +13,17 @@ from pydantic import BaseModel, Field
 from tools.adapters import openai_tool_schema, openai_tools, tool_catalogue_text, tool_signature
 from tools.registry import REGISTRY, Registry, RegistryError, ToolArgs, ToolSpec
 
+# DESIGN.md's tool catalogue: every name, stable
 CATALOGUE = {
+    "land_cover",
+    "segment",
+    "detect_objects",
+    "ground",
+    "classify_scene",
+    "describe_scene",
+    "search_archive",
+    "add_to_archive",
+    "synthesize_image",
     "zonal_stats",
     "scene_info",
     "spectral_index",

@@ -146,30 +146,12 @@ def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=2)
-def _clip(path: str) -> tuple[Any, Any]:
-    try:
-        import open_clip
-    except ImportError as err:
-        raise ArgumentError("Image embeddings need open_clip: pip install open_clip_torch") from err
-    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=path)
-    model.eval()
-    return model, preprocess
+def embed_image(scene: Any, clip_path: Path, arch: str = "ViT-B-32") -> np.ndarray:
+    """CLIP image embedding of a scene (unit length): the same model, rendering and cache
+    as classify_scene, so text and image searches agree with its labels."""
+    from tools.classify import image_embedding
 
-
-def embed_image(scene: Any, clip_path: Path) -> np.ndarray:
-    """CLIP image embedding of a scene's true-colour preview (unit length)."""
-    import torch
-    from PIL import Image
-
-    from tools.export import preview_grid, scene_rgb
-
-    model, preprocess = _clip(str(clip_path))
-    rgb = scene_rgb(scene, preview_grid(scene.grid, 448))
-    image = preprocess(Image.fromarray((rgb * 255).astype(np.uint8))).unsqueeze(0)
-    with torch.no_grad():
-        vector = model.encode_image(image)[0].float().numpy()
-    return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+    return image_embedding(scene, clip_path, arch)
 
 
 # -- the Chroma collection ------------------------------------------------------------

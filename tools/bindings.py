@@ -26,14 +26,19 @@ if TYPE_CHECKING:
         BuildingDamageArgs,
         BurnSeverityArgs,
         ChangeDetectionArgs,
+        ClassifySceneArgs,
         DescribeSceneArgs,
+        DetectObjectsArgs,
         DomainLookupArgs,
         ExportArgs,
         FloodMapArgs,
+        GroundArgs,
         LandCoverArgs,
         SceneInfoArgs,
         SearchArchiveArgs,
+        SegmentArgs,
         SpectralIndexArgs,
+        SynthesizeImageArgs,
         VegetationChangeArgs,
         WaterMaskArgs,
         ZonalStatsArgs,
@@ -426,6 +431,112 @@ def search_archive(session: Session, args: SearchArchiveArgs) -> BaseModel:
         sensor=args.sensor,
         max_cloud=args.max_cloud,
         k=args.k,
+    )
+
+
+def classify_scene(session: Session, args: ClassifySceneArgs) -> BaseModel:
+    from agent.settings import Settings
+
+    settings = Settings()
+    return _tool_module("classify").classify_scene(  # type: ignore[no-any-return]
+        session.scene(args.scene),
+        args.labels,
+        top_k=args.top_k,
+        model_path=settings.clip_model_path,
+        arch=settings.clip_model_arch,
+        device=settings.device,
+    )
+
+
+_AUGMENT_FIELDS = {
+    "haze_strength",
+    "cloud_cover",
+    "sun_azimuth_deg",
+    "sun_elevation_deg",
+    "snr",
+    "scale_factor",
+    "max_shift_px",
+}
+
+
+def synthesize_image(session: Session, args: SynthesizeImageArgs) -> BaseModel:
+    from agent.settings import Settings
+
+    module = _tool_module("synthesis")
+    if args.scene:
+        if not args.augmentations:
+            raise ArgumentError("Name the augmentations to apply, e.g. ['haze', 'clouds'].")
+        params = module.AugmentParams(**args.model_dump(include=_AUGMENT_FIELDS))
+        return module.augment_scene(  # type: ignore[no-any-return]
+            session.scene(args.scene),
+            list(args.augmentations),
+            session.output_path(".tif"),
+            params=params,
+            seed=args.seed,
+        )
+    if not args.prompt:
+        raise ArgumentError("Give a scene handle to augment or a prompt to generate from.")
+    settings = Settings()
+    return module.text_to_image(  # type: ignore[no-any-return]
+        args.prompt,
+        session.output_path(".png"),
+        model_path=settings.diffusion_model_path,
+        steps=settings.diffusion_steps,
+        seed=args.seed,
+        device=settings.device,
+    )
+
+
+def detect_objects(session: Session, args: DetectObjectsArgs) -> BaseModel:
+    out = session.output_path(".geojson")
+    if args.result is not None:
+        path, handle = _result_file(session, args.result)
+        return _tool_module("objects").objects_in_result(  # type: ignore[no-any-return]
+            path,
+            args.classes,
+            label=handle,
+            min_area_ha=args.min_area_ha,
+            max_area_ha=args.max_area_ha,
+            out=out,
+        )
+    assert args.scene is not None and args.classes  # the Args validator guarantees both
+    return _tool_module("detection").detect_objects(  # type: ignore[no-any-return]
+        session.scene(args.scene), args.classes, score_threshold=args.score_threshold, out=out
+    )
+
+
+def ground(session: Session, args: GroundArgs) -> BaseModel:
+    return _tool_module("detection").ground(  # type: ignore[no-any-return]
+        session.scene(args.scene), args.expression, out=session.output_path(".geojson")
+    )
+
+
+def segment(session: Session, args: SegmentArgs) -> BaseModel:
+    scene_ref = args.scene
+    grounded: dict[str, Any] | None = None
+    if args.ground_result is not None:
+        stored = session.result(args.ground_result)
+        if stored.tool != "ground":
+            raise ArgumentError(
+                f"'{stored.handle}' is a {stored.tool} result, not a ground result; give a "
+                "point or a box, or ground the object first."
+            )
+        grounded = stored.data
+        ground_scene = session.scene_handle(str(stored.args.get("scene", "")))
+        if scene_ref is not None and session.scene_handle(scene_ref) != ground_scene:
+            raise ArgumentError(
+                f"'{stored.handle}' was found on scene '{ground_scene}', not '{scene_ref}'; "
+                "segment on the scene it was grounded on."
+            )
+        scene_ref = ground_scene
+    assert scene_ref is not None  # the Args validator guarantees a scene or a ground result
+    return _tool_module("segmentation").segment(  # type: ignore[no-any-return]
+        session.scene(scene_ref),
+        point=args.point,
+        box=args.box,
+        ground_result=grounded,
+        coords=args.coords,
+        out=session.output_path(".tif"),
     )
 
 

@@ -275,6 +275,137 @@ class SearchArchiveArgs(ToolArgs):
     k: int = Field(default=5, ge=1, le=50, description="How many scenes to return.")
 
 
+class ClassifySceneArgs(ToolArgs):
+    scene: str = Field(description=SCENE_HELP)
+    labels: list[str] | None = Field(
+        default=None,
+        description="Candidate scene labels, e.g. ['flooded farmland', 'forest', 'town']; "
+        "leave out for 50 standard remote-sensing scene classes (RESISC45/AID).",
+    )
+    top_k: int = Field(default=5, ge=1, le=50, description="How many labels to return.")
+
+    _lists = field_validator("labels", mode="before")(_as_list)
+
+
+SynthesisKind = Literal["haze", "clouds", "noise", "scale", "misregistration"]
+
+
+class SynthesizeImageArgs(ToolArgs):
+    scene: str | None = Field(
+        default=None,
+        description="Handle of a scene to augment. Leave out to generate an image from prompt.",
+    )
+    augmentations: list[SynthesisKind] = Field(
+        default_factory=list,
+        description="Effects to simulate on the scene: haze, clouds (with shadows), noise "
+        "(sensor noise), scale (coarser pixels), misregistration (bands shifted).",
+    )
+    prompt: str | None = Field(
+        default=None, description="Text for text-to-image generation, e.g. 'a flooded town'."
+    )
+    haze_strength: float = Field(default=0.5, ge=0, le=1, description="0 clear to 1 thick haze.")
+    cloud_cover: float = Field(default=0.3, ge=0, le=1, description="Fraction covered by cloud.")
+    sun_azimuth_deg: float = Field(
+        default=150, ge=0, lt=360, description="Sun azimuth; sets the shadow direction."
+    )
+    sun_elevation_deg: float = Field(
+        default=45, gt=0, le=90, description="Sun elevation; sets the shadow length."
+    )
+    snr: float = Field(
+        default=100, gt=0, le=10000, description="Signal-to-noise ratio at 10% reflectance."
+    )
+    scale_factor: float = Field(default=2, ge=1, le=64, description="New pixel size / old, e.g. 2.")
+    max_shift_px: float = Field(default=0.5, ge=0, le=10, description="Largest band shift, pixels.")
+    seed: int = Field(default=0, ge=0, description="Same seed, same result.")
+
+    _lists = field_validator("augmentations", mode="before")(_as_list)
+
+
+class DetectObjectsArgs(ToolArgs):
+    scene: str | None = Field(
+        default=None,
+        description="Handle of a loaded image to search with the open-vocabulary detector "
+        "(needs detector weights), e.g. 'post'. Give scene or result, not both.",
+    )
+    result: str | None = Field(
+        default=None,
+        description="Handle of a mapped result whose regions are the objects (works without "
+        "weights): water bodies in 'water_1', flooded areas in 'flood_1', burn scars in "
+        "'burn_1', changed parcels in 'change_1', damaged buildings in 'damage_1'.",
+    )
+    classes: list[str] | None = Field(
+        default=None,
+        description="With scene: what to look for, in words, e.g. ['ship', 'storage tank']. "
+        "With result: which of its classes count, by name or code, e.g. ['flood'] or "
+        "['destroyed']; its classes of interest when omitted.",
+    )
+    min_area_ha: float | None = Field(
+        default=None,
+        ge=0,
+        description="With result: keep objects of at least this many hectares, e.g. 1 for "
+        "'larger than 1 ha'.",
+    )
+    max_area_ha: float | None = Field(
+        default=None, gt=0, description="With result: keep objects of at most this many hectares."
+    )
+    score_threshold: float = Field(
+        default=0.2, ge=0, le=1, description="With scene: lowest detector confidence kept (0-1)."
+    )
+
+    _lists = field_validator("classes", mode="before")(_as_list)
+
+    @model_validator(mode="after")
+    def _scene_or_result(self) -> DetectObjectsArgs:
+        if (self.scene is None) == (self.result is None):
+            raise ValueError("give either 'scene' (an image handle) or 'result' (a map handle)")
+        if self.scene is not None and not self.classes:
+            raise ValueError("with 'scene', name the 'classes' to look for, e.g. ['ship']")
+        return self
+
+
+class GroundArgs(ToolArgs):
+    scene: str = Field(description=SCENE_HELP)
+    expression: str = Field(
+        min_length=1,
+        description="The object in the user's words, e.g. 'the golf course in the north' or "
+        "'the large white building next to the river'.",
+    )
+
+
+class SegmentArgs(ToolArgs):
+    scene: str | None = Field(
+        default=None,
+        description=SCENE_HELP + " May be left out with ground_result (its scene is used).",
+    )
+    point: list[float] | None = Field(
+        default=None, min_length=2, max_length=2, description="A point on the object: [x, y]."
+    )
+    box: list[float] | None = Field(
+        default=None,
+        min_length=4,
+        max_length=4,
+        description="A box around the object: [x1, y1, x2, y2] (top-left, bottom-right).",
+    )
+    ground_result: str | None = Field(
+        default=None,
+        description="Handle of a ground result, e.g. 'ground_1': its box is the prompt.",
+    )
+    coords: Literal["pixel", "lonlat", "map"] = Field(
+        default="pixel",
+        description="Units of point and box: pixel (column, row from the top-left corner), "
+        "lonlat (degrees, lon first) or map (the scene's own CRS).",
+    )
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> SegmentArgs:
+        given = [n for n in ("point", "box", "ground_result") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'point', 'box' or 'ground_result'")
+        if self.scene is None and self.ground_result is None:
+            raise ValueError("give the 'scene' the point or box lies on")
+        return self
+
+
 # -- the registry ---------------------------------------------------------------------
 
 
@@ -533,6 +664,65 @@ def _build() -> Registry:
             "tools.archive:SearchResult",
             bindings.search_archive,
             "search",
+        ),
+        ToolSpec(
+            "classify_scene",
+            "Label a whole scene with scene classes (e.g. desert, farmland, dense residential, "
+            "flooded area), zero-shot with a CLIP remote-sensing model when its weights are "
+            "set; otherwise from the measured land cover (coarser, multispectral scenes only). "
+            "Returns the top labels with probabilities and which method answered.",
+            ClassifySceneArgs,
+            "tools.classify:ClassifyResult",
+            bindings.classify_scene,
+            "labels",
+        ),
+        ToolSpec(
+            "synthesize_image",
+            "Make a synthetic image: augment a loaded scene with physically modelled haze, "
+            "clouds and their shadows, sensor noise, coarser pixels or band misregistration "
+            "(keeps its CRS and bands; writes a GeoTIFF), or generate an image from a text "
+            "prompt with a diffusion model when one is configured. Results are marked synthetic.",
+            SynthesizeImageArgs,
+            "tools.synthesis:SynthesisResult",
+            bindings.synthesize_image,
+            lambda a: "augmented" if a.scene else "generated",
+        ),
+        ToolSpec(
+            "detect_objects",
+            "Find and count objects. With a scene and classes in words (e.g. ['ship', "
+            "'storage tank']) an open-vocabulary detector returns boxes with scores, in pixels "
+            "and lon/lat, when detector weights are set. With a result handle instead (e.g. "
+            "'flood_1', 'water_1', 'burn_1', 'damage_1') it works offline: each connected "
+            "region (water body, flooded field, burn scar) or damaged building is an object, "
+            "filtered by min_area_ha/max_area_ha; returns counts, areas in hectares and "
+            "centroids in lon/lat, and a GeoJSON you can export.",
+            DetectObjectsArgs,
+            "tools.detection:DetectionResult",  # with `result`: tools.objects:ObjectsResult
+            bindings.detect_objects,
+            "objects",
+        ),
+        ToolSpec(
+            "ground",
+            "Locate the one object a phrase describes ('the golf course in the north', 'the "
+            "ship nearest the pier') in a scene with a grounding model. Returns its box in "
+            "pixels, map and lon/lat coordinates with a score and whether it is confident; "
+            "pass the result to segment for the object's outline. Needs grounding or detector "
+            "weights.",
+            GroundArgs,
+            "tools.detection:GroundResult",
+            bindings.ground,
+            "ground",
+        ),
+        ToolSpec(
+            "segment",
+            "Outline one object with SAM from a prompt: a point on it, a box around it, or a "
+            "ground result's box. Returns its area in hectares, its pixel bounds, and a mask "
+            "raster with GeoJSON polygons you can export or use as a region in zonal_stats. "
+            "Needs SAM weights.",
+            SegmentArgs,
+            "tools.segmentation:SegmentResult",
+            bindings.segment,
+            "segment",
         ),
         ToolSpec(
             "domain_lookup",

@@ -276,6 +276,8 @@ def product_classes(path: str | Path) -> tuple[str | None, dict[int, str], tuple
         from tools.change import CHANGE_CLASSES, CHANGE_COLOURS
 
         return tag, dict(CHANGE_CLASSES), tuple(CHANGE_COLOURS)
+    if tag == "segment":
+        return tag, {0: "background", 1: "object"}, (1,)
     return tag, {}, ()
 
 

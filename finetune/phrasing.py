@@ -1,0 +1,461 @@
+"""How users ask: request templates grouped in families, intent phrases, typos.
+
+Everything here is data plus two small text functions. `finetune.data` combines a
+family's template with a tool's intent phrase and the words for its arguments. Tools
+without an entry in `INTENTS` get intents made from their registry description, so a
+new tool gets requests without new code; an entry only adds domain vocabulary.
+
+Families are the unit of the train/test split: a test family's templates are never
+seen in training. Each style (terse, polite, verbose, non-native, jargon, question,
+misspelled) has several families so that every style is present on both sides.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Family:
+    """Templates of one phrasing family. `{do}` takes an imperative intent ("map the
+    flooding"), `{ask}` a question intent ("how much land flooded"); `{on}` the
+    words for the arguments ("between pre and post using cva")."""
+
+    name: str
+    style: str
+    templates: tuple[str, ...]
+    typos: float = 0.0  # share of words misspelled
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("terse_a", "terse", ("{do} {on}", "{do} {on}.")),
+    Family("terse_b", "terse", ("{on}: {do}", "{on} -> {do}")),
+    Family("terse_c", "terse", ("{do} {on} pls", "{do}, {on}, quick")),
+    Family("terse_d", "terse", ("{ask} {on}?", "{ask}? {on}")),
+    Family("polite_a", "polite", ("Could you {do} {on}?", "Can you please {do} {on}?")),
+    Family("polite_b", "polite", ("Please {do} {on}.", "I'd like you to {do} {on}, thanks.")),
+    Family("polite_c", "polite", ("Would you mind to {do} {on}?", "Kindly {do} {on}.")),
+    Family(
+        "verbose_a",
+        "verbose",
+        (
+            "Hi! I'm preparing a short report for the regional authority and I need to "
+            "{do} {on}. Thanks a lot in advance.",
+            "Hello, for the briefing this afternoon my manager asked me to {do} {on}; "
+            "could you take care of it?",
+        ),
+    ),
+    Family(
+        "verbose_b",
+        "verbose",
+        (
+            "We've just received the imagery from the provider. As a first step, please "
+            "{do} {on}, and tell me what you find.",
+            "I am not a remote sensing expert, so bear with me: I want to {do} {on}. "
+            "Is that possible?",
+        ),
+    ),
+    Family(
+        "verbose_c",
+        "verbose",
+        (
+            "Our NGO is writing a grant proposal and the reviewers want evidence, so {ask} {on}?",
+            "Quick context: the field team is waiting on this. {ask} {on}?",
+        ),
+    ),
+    Family(
+        "nonnative_a",
+        "nonnative",
+        ("Please you {do} {on}, I need for my work.", "I want that you {do} {on}."),
+    ),
+    Family(
+        "nonnative_b",
+        "nonnative",
+        ("Is possible to {do} {on}? Thank you very much.", "Me need {do} {on} please."),
+    ),
+    Family(
+        "nonnative_c",
+        "nonnative",
+        ("Tell me please {ask} {on}.", "Please to say me {ask} {on}."),
+    ),
+    Family(
+        "jargon_a",
+        "jargon",
+        ("SITREP input needed: {do} {on}, ASAP.", "For the rapid mapping product, {do} {on}."),
+    ),
+    Family(
+        "jargon_b",
+        "jargon",
+        (
+            "EOC request, priority 1: {do} {on} for the damage assessment.",
+            "Charter activation: {do} {on} and report figures.",
+        ),
+    ),
+    Family(
+        "jargon_c",
+        "jargon",
+        ("Ops need numbers for the RDNA: {ask} {on}?", "Incident cmd asks: {ask} {on}?"),
+    ),
+    Family("question_a", "question", ("{ask} {on}?", "So, {ask} {on}?")),
+    Family("question_b", "question", ("Any idea {ask} {on}?", "Do you know {ask} {on}?")),
+    Family("question_c", "question", ("I wonder {ask} {on}.", "Tell me {ask} {on}.")),
+    Family("typo_a", "misspelled", ("{do} {on}", "pls {do} {on}"), typos=0.3),
+    Family("typo_b", "misspelled", ("can u {do} {on}", "{ask} {on}?"), typos=0.3),
+    Family("typo_c", "misspelled", ("need to {do} {on} asap", "{ask} {on}"), typos=0.35),
+)
+
+# The held-out families: one of each style (and at least one with each intent form).
+TEST_FAMILIES = frozenset(
+    {"terse_c", "polite_c", "verbose_c", "nonnative_b", "jargon_b", "question_c", "typo_b"}
+)
+
+# Imperative ("do") and question ("ask") intents per tool. The last of each list is
+# held out for the test split. Wording is deliberately unlike bench/data's requests.
+INTENTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "scene_info": {
+        "do": (
+            "show the metadata of",
+            "list the bands and the CRS of",
+            "give the basic facts about",
+            "describe the sensor and resolution of",
+            "check what kind of image is",
+        ),
+        "ask": (
+            "which satellite captured",
+            "what bands and pixel size are in",
+            "when was the acquisition of",
+            "what projection is used by",
+        ),
+    },
+    "spectral_index": {
+        "do": (
+            "compute {index} for",
+            "calculate the {index} index on",
+            "run {index} over",
+            "get me {index} statistics of",
+            "derive an {index} layer from",
+        ),
+        "ask": (
+            "what is the average {index} of",
+            "how high is {index} in",
+            "what are the {index} values for",
+            "what does {index} look like for",
+        ),
+    },
+    "water_mask": {
+        "do": (
+            "map open water in",
+            "extract the water bodies from",
+            "make a water layer of",
+            "delineate surface water on",
+            "find lakes and rivers in",
+        ),
+        "ask": (
+            "how much water is visible in",
+            "what fraction is water in",
+            "where are the water bodies in",
+            "how many hectares of water are in",
+        ),
+    },
+    "flood_map": {
+        "do": (
+            "map the flood extent with",
+            "delineate the inundation using",
+            "produce a flood map from",
+            "separate new flood water from permanent water with",
+            "outline the flooded fields in",
+        ),
+        "ask": (
+            "how much land went under water according to",
+            "what area was inundated in",
+            "how big is the flood in",
+            "which areas were flooded in",
+        ),
+    },
+    "burn_severity": {
+        "do": (
+            "assess fire severity from",
+            "compute dNBR severity classes between",
+            "map the burn scar between",
+            "grade how severely it burned between",
+            "produce a burn severity map for",
+        ),
+        "ask": (
+            "how severe was the fire between",
+            "how many hectares burned between",
+            "what share burned at high severity between",
+            "how bad is the burn scar between",
+        ),
+    },
+    "vegetation_change": {
+        "do": (
+            "measure vegetation loss between",
+            "compute the NDVI difference between",
+            "map where vegetation disappeared between",
+            "quantify greening and browning between",
+            "track canopy loss between",
+        ),
+        "ask": (
+            "how much vegetation disappeared between",
+            "where did plants recover between",
+            "how much green cover was lost between",
+            "did the forest shrink between",
+        ),
+    },
+    "change_detection": {
+        "do": (
+            "detect changes between",
+            "find what is different between",
+            "run change detection on",
+            "highlight altered areas between",
+            "compare the two images",
+        ),
+        "ask": (
+            "what is different between",
+            "how much area changed between",
+            "where did things change between",
+            "has anything changed between",
+        ),
+    },
+    "building_damage": {
+        "do": (
+            "assess building damage with",
+            "score each house for damage with",
+            "rate structural damage of the buildings using",
+            "classify damaged structures with",
+            "run the damage assessment using",
+        ),
+        "ask": (
+            "how many buildings were destroyed according to",
+            "how many houses got damaged per",
+            "which structures collapsed according to",
+            "how many homes are affected using",
+        ),
+    },
+    "zonal_stats": {
+        "do": (
+            "summarise {result} inside",
+            "compute statistics of {result} within",
+            "aggregate {result} over",
+            "clip {result} to",
+            "measure {result} in",
+        ),
+        "ask": (
+            "what is the mean of {result} inside",
+            "how much of {result} falls within",
+            "what are the stats of {result} within",
+            "how much {result} is inside",
+        ),
+    },
+    "export": {
+        "do": ("export", "save", "write out", "download", "give me a file of"),
+        "ask": (
+            "can I get a file of",
+            "could I download",
+            "how do I get a copy of",
+            "where can I grab",
+        ),
+    },
+    "land_cover": {
+        "do": (
+            "classify the land cover of",
+            "map land use classes in",
+            "split into cover types",
+            "produce a land cover map of",
+            "break down the surface types of",
+        ),
+        "ask": (
+            "what land cover classes are in",
+            "how much is built-up versus vegetation in",
+            "what covers the ground in",
+            "what is the dominant cover type in",
+        ),
+    },
+    "describe_scene": {
+        "do": (
+            "caption",
+            "write a short description of",
+            "summarise what is visible in",
+            "give an overview of",
+            "describe in words",
+        ),
+        "ask": (
+            "what does this image show,",
+            "what can be seen in",
+            "what is in the picture",
+            "what does the landscape look like in",
+        ),
+    },
+    "add_to_archive": {
+        "do": (
+            "add to the archive",
+            "index in the catalogue",
+            "store in the scene archive",
+            "register in the archive",
+            "catalogue",
+        ),
+        "ask": (
+            "can you archive",
+            "could you index",
+            "can we keep in the archive",
+            "can you file away",
+        ),
+    },
+    "search_archive": {
+        "do": (
+            "search the archive for",
+            "find archived scenes of",
+            "look up past images of",
+            "query the catalogue for",
+            "retrieve old scenes showing",
+        ),
+        "ask": (
+            "do we have archived images of",
+            "are there earlier scenes of",
+            "what archive scenes show",
+            "which stored images contain",
+        ),
+    },
+    "domain_lookup": {
+        "do": (
+            "explain {topic}",
+            "look up {topic}",
+            "give the definition of {topic}",
+            "tell me the formula and bands of {topic}",
+            "describe {topic}",
+        ),
+        "ask": (
+            "what is {topic}",
+            "how is {topic} calculated",
+            "what does {topic} stand for",
+            "which bands does {topic} use",
+        ),
+    },
+}
+
+# Requests that need no tool, and what the assistant says.
+NO_TOOL = (
+    ("thanks!", "You're welcome. Ask me about the loaded scenes any time."),
+    ("hello", "Hello! Load a scene or ask me to map water, fire, vegetation or damage."),
+    (
+        "what can you do?",
+        "I measure satellite scenes with tools: spectral indices, water and "
+        "flood maps, burn severity, vegetation change, damage, land cover and exports.",
+    ),
+    ("ok, that's all for today", "Fine. Your results stay in this session."),
+    (
+        "who are you",
+        "I am eoagent, an assistant that analyses Earth-observation scenes with tools.",
+    ),
+    ("great job, thank you very much", "Glad it helped."),
+    ("can you keep answers short?", "Yes, I will keep answers short."),
+    ("good morning!", "Good morning! Which scene should we look at?"),
+    ("perfect, merci", "You're welcome."),
+    ("cool", "Anything else to measure?"),
+)
+
+# Requests no tool can serve: the assistant declines and says what would help.
+DECLINE = (
+    (
+        "book a helicopter flight over the valley",
+        "I can't book flights; I only analyse loaded imagery. "
+        "Load the scenes and I can map the area.",
+    ),
+    (
+        "what will the weather be tomorrow?",
+        "I can't forecast weather; no tool here does that. I can measure what the scenes show.",
+    ),
+    (
+        "predict where the next flood will happen in 2030",
+        "I can't predict future floods. I can map past water from pre and post scenes.",
+    ),
+    (
+        "send this map to the mayor by email",
+        "I can't send email. I can export the result as a file that you can send.",
+    ),
+    (
+        "count the people in the stadium",
+        "I can't count people at this resolution; "
+        "no tool measures that. A very-high-resolution image and a people detector would.",
+    ),
+    ("translate the report into Japanese", "I can't translate documents; I only analyse scenes."),
+    (
+        "order new tasking from the satellite operator",
+        "I can't task satellites. Once new scenes arrive, load them and I can analyse them.",
+    ),
+    ("what's the stock price of Planet Labs?", "I can't answer that; I only analyse imagery."),
+    ("hack into the drone feed", "I can't do that."),
+    (
+        "estimate the insurance payout for each house",
+        "I can't estimate payouts. I can score "
+        "building damage from a pre/post pair and footprints.",
+    ),
+    (
+        "measure the soil moisture underground at 2 m depth",
+        "I can't: the scenes only see the surface. In-situ probes would be needed for that depth.",
+    ),
+    ("show me the live video from the fire", "I can't stream video; I analyse loaded scenes."),
+)
+
+_KEYBOARD_NEIGHBOURS = dict(
+    zip("qwertyuiopasdfghjklzxcvbnm", "wqrtyuoipsadfghjklzxcvbnmn", strict=True)
+)
+
+
+def misspell(text: str, share: float, rng: random.Random) -> str:
+    """Drop, double, swap or mistype letters in about `share` of the longer words;
+    handles and index names (anything with a digit, '_' or capitals) stay intact, as a
+    user copies them from the screen."""
+    words = text.split(" ")
+    out = []
+    for word in words:
+        core = re.sub(r"\W", "", word)
+        protected = len(core) < 4 or any(c.isdigit() or c == "_" or c.isupper() for c in core)
+        if protected or rng.random() >= share:
+            out.append(word)
+            continue
+        chars = list(word)
+        letters = [i for i, c in enumerate(chars) if c.isalpha()]
+        i = rng.choice(letters[1:-1] or letters)
+        move = rng.randrange(4)
+        if move == 0:
+            del chars[i]
+        elif move == 1:
+            chars.insert(i, chars[i])
+        elif move == 2 and i + 1 < len(chars) and chars[i + 1].isalpha():
+            chars[i], chars[i + 1] = chars[i + 1], chars[i]
+        else:
+            chars[i] = _KEYBOARD_NEIGHBOURS.get(chars[i].lower(), chars[i])
+        out.append("".join(chars))
+    return " ".join(out)
+
+
+def intents_from_description(name: str, description: str) -> dict[str, tuple[str, ...]]:
+    """Intents for a tool without an `INTENTS` entry: its description's opening verb
+    phrase and its name in words."""
+    first = re.split(r"[.:(]", description)[0].strip()
+    words = first.split()
+    lead = " ".join(words[:7]).lower() if words else name.replace("_", " ")
+    spoken = name.replace("_", " ")
+    return {
+        "do": (
+            lead + " of",
+            f"run {spoken} on",
+            f"do the {spoken} for",
+            f"use {spoken} on",
+            f"apply {spoken} to",
+        ),
+        "ask": (
+            f"what does {spoken} give for",
+            f"what is the {spoken} of",
+            f"can you tell the {spoken} of",
+            f"what would {spoken} say about",
+        ),
+    }
+
+
+def intent_split(phrases: tuple[str, ...], split: str) -> tuple[str, ...]:
+    """Training intents are all but the last; the test split gets only the last."""
+    return phrases[:-1] if split == "train" else phrases[-1:]

