@@ -29,7 +29,6 @@ from tools.change_products import (
     ChangeOutputs,
     ClassArea,
     calibration_notes,
-    normalized_difference,
     otsu_from_histogram,
     paired,
     run_classification,
@@ -37,6 +36,7 @@ from tools.change_products import (
 )
 from tools.errors import ArgumentError, BandError, EmptyResultError
 from tools.raster import DEFAULT_WINDOW_PIXELS, Scene
+from tools.spectral import normalized_difference
 
 # -- burn severity -------------------------------------------------------------------
 

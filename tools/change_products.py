@@ -204,18 +204,6 @@ def otsu_from_histogram(counts: np.ndarray, edges: np.ndarray) -> float:
     return float(edges[(best[0] + best[-1]) // 2 + 1])
 
 
-def safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with NaN where den is 0 or either side is NaN."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = num / den
-    ratio[~np.isfinite(ratio)] = np.nan
-    return ratio.astype(np.float32)
-
-
-def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return safe_ratio(a - b, a + b)
-
-
 def calibration_notes(pre: Scene, post: Scene) -> list[str]:
     notes: list[str] = []
     units = {b.units for s in (pre, post) for b in s.bands.values()}

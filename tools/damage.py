@@ -17,7 +17,6 @@ The result is a relative, scene-adaptive score, not a calibrated probability.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from skimage.metrics import structural_similarity
 from tools.errors import ArgumentError, EmptyResultError, InputFileError
 from tools.export import preview_grid, scene_rgb, write_geojson, write_quicklook
 from tools.raster import Grid, Scene, check_same_grid
+from tools.vectors import read_polygons
 
 DamageClass = Literal["no-damage", "minor-damage", "major-damage", "destroyed"]
 DAMAGE_CLASSES: tuple[DamageClass, ...] = ("no-damage", "minor-damage", "major-damage", "destroyed")
@@ -145,7 +145,7 @@ def building_damage(
     resampled = not pre.grid.same_as(post.grid)
     pre = check_same_grid(pre, post, align=align)
     bands = _common_bands(pre, post)
-    features, source_crs = _read_footprints(footprints)
+    features, source_crs = read_polygons(footprints, "building outlines")
     inside = _footprints_in_scene(features, source_crs, post.grid)
     if not inside:
         raise EmptyResultError(
@@ -215,59 +215,6 @@ def damage_class(score: float) -> DamageClass:
 
 
 # -- footprints -----------------------------------------------------------------
-
-
-def _read_footprints(path: str | Path) -> tuple[list[dict[str, Any]], CRS]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(
-            f"Footprint file {path} does not exist; "
-            "give the path of a GeoJSON of building outlines."
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputFileError(
-            f"Footprint file {path.name} is not valid GeoJSON ({type(exc).__name__}); "
-            "re-export it as a GeoJSON FeatureCollection of polygons."
-        ) from exc
-    if isinstance(data, dict) and data.get("type") == "Feature":
-        data = {"type": "FeatureCollection", "features": [data]}
-    raw = data.get("features") if isinstance(data, dict) else None
-    if not isinstance(raw, list):
-        raise InputFileError(
-            f"Footprint file {path.name} is not a GeoJSON FeatureCollection; "
-            "give a FeatureCollection of building polygons."
-        )
-    polygons = [
-        f
-        for f in raw
-        if isinstance(f, dict)
-        and isinstance(f.get("geometry"), dict)
-        and f["geometry"].get("type") in ("Polygon", "MultiPolygon")
-        and f["geometry"].get("coordinates")
-    ]
-    if not polygons:
-        raise EmptyResultError(
-            f"Footprint file {path.name} holds no Polygon or MultiPolygon features "
-            f"({len(raw)} features); building damage needs building outlines, not points or lines."
-        )
-    return polygons, _geojson_crs(data)
-
-
-def _geojson_crs(data: dict[str, Any]) -> CRS:
-    # RFC 7946 GeoJSON is always lon/lat WGS84; older files may still name a CRS.
-    name = ((data.get("crs") or {}).get("properties") or {}).get("name")
-    if not name:
-        return CRS.from_user_input("OGC:CRS84")
-    try:
-        crs = CRS.from_user_input(name)
-    except Exception as exc:
-        raise InputFileError(
-            f"Footprint CRS {name!r} is not recognised; reproject the footprints to WGS84 (CRS84)."
-        ) from exc
-    # EPSG:4326 in a legacy GeoJSON is written lon/lat in practice, like CRS84.
-    return CRS.from_user_input("OGC:CRS84") if crs.to_epsg() == 4326 else crs
 
 
 def _footprints_in_scene(

@@ -52,6 +52,7 @@ from scipy import ndimage
 from tools import export
 from tools.errors import BandError, EmptyResultError
 from tools.raster import DEFAULT_WINDOW_PIXELS, Scene
+from tools.spectral import normalized_difference
 from tools.water import BOUNDS, CIRRUS, CLOUD_BLUE, CLOUD_SWIR, cut_from_histogram
 
 NODATA = 255
@@ -116,13 +117,6 @@ class LandCoverResult(BaseModel):
     geojson: str | None = None
     quicklook: str | None = None
     notes: list[str] = Field(default_factory=list)
-
-
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (a - b) / (a + b)
-    out[~np.isfinite(out)] = np.nan
-    return out.astype(np.float32)
 
 
 @dataclass
@@ -204,9 +198,12 @@ class LandCoverClassifier:
         texture = local_variation(brightness)[rows]
         d = {b: v[rows] for b, v in full.items()}
         valid = np.all([np.isfinite(d[b]) for b in self.bands if b != "cirrus"], axis=0)
-        mndwi, ndvi = _ratio(d["green"], d["swir1"]), _ratio(d["nir"], d["red"])
-        ndbi = _ratio(d["swir1"], d["nir"])
-        nbr = _ratio(d["nir"], d["swir2"]) if "swir2" in d else None
+        mndwi, ndvi = (
+            normalized_difference(d["green"], d["swir1"]),
+            normalized_difference(d["nir"], d["red"]),
+        )
+        ndbi = normalized_difference(d["swir1"], d["nir"])
+        nbr = normalized_difference(d["nir"], d["swir2"]) if "swir2" in d else None
         cloud = np.zeros(valid.shape, dtype=bool)
         snow = np.zeros(valid.shape, dtype=bool)
         if self.reflectance:

@@ -485,3 +485,12 @@ def _empty(scene: Scene, key: str) -> EmptyResultError:
         f"{key} has no valid pixel in {Path(scene.source).name}: every pixel is nodata or the "
         "formula is undefined there; check the band mapping and nodata value, or use another scene."
     )
+
+
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a - b) / (a + b) as float32, NaN where undefined (a + b = 0, or a NaN input):
+    the shape of NDVI, NDWI, MNDWI, NBR and their kin, for tools that need it raw."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (a - b) / (a + b)
+    ratio[~np.isfinite(ratio)] = np.nan
+    return ratio.astype(np.float32)

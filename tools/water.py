@@ -32,6 +32,7 @@ from skimage.filters import threshold_otsu
 from tools import export
 from tools.errors import ArgumentError, BandError, EmptyResultError
 from tools.raster import DEFAULT_WINDOW_PIXELS, Grid, Scene, check_same_grid
+from tools.spectral import normalized_difference
 
 Method = Literal["auto", "optical", "sar", "fusion"]
 
@@ -153,13 +154,6 @@ def cut_from_histogram(
     return Cut(threshold, hi, lo) if water_above else Cut(threshold, lo, hi)
 
 
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (a - b) / (a + b)
-    out[~np.isfinite(out)] = np.nan
-    return out.astype(np.float32)
-
-
 @dataclass
 class OpticalEvidence:
     scene: Scene
@@ -175,7 +169,7 @@ class OpticalEvidence:
     def values(self, window: Window) -> np.ndarray:
         data = self.scene.read(self.bands, window)
         other = data["swir1"] if self.index == "mndwi" else data["nir"]
-        index = _ratio(data["green"], other)
+        index = normalized_difference(data["green"], other)
         cloud = np.zeros(index.shape, dtype=bool)
         if "blue" in data and self.index == "mndwi":
             with np.errstate(invalid="ignore"):

@@ -20,7 +20,6 @@ an error that says so, not a silent zero.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,11 +41,11 @@ from shapely.geometry import box, shape
 from shapely.ops import unary_union
 from shapely.prepared import prep
 
-from tools.errors import ArgumentError, EmptyResultError, InputFileError, NoOverlapError
+from tools.errors import ArgumentError, InputFileError, NoOverlapError
 from tools.raster import DEFAULT_WINDOW_PIXELS, Grid
+from tools.vectors import read_polygons
 
 VECTOR_SUFFIXES = (".geojson", ".json")
-CRS84 = "OGC:CRS84"
 UNCLASSIFIED = "unclassified"
 # Feature properties that name a footprint's class, in order of preference.
 CLASS_PROPERTIES = ("damage_class", "class")
@@ -188,54 +187,6 @@ def polygon_region(
             )
         name = f"{name} ({', '.join(sorted(wanted))})"
     return ShapeRegion(tuple(f["geometry"] for f in features), crs, name)
-
-
-def read_polygons(path: str | Path) -> tuple[list[dict[str, Any]], CRS]:
-    """The Polygon/MultiPolygon features of a GeoJSON file and the file's CRS."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputFileError(
-            f"{path.name} is not readable GeoJSON ({type(exc).__name__}); give a GeoJSON "
-            "FeatureCollection of polygons."
-        ) from exc
-    if isinstance(data, dict) and data.get("type") == "Feature":
-        data = {"type": "FeatureCollection", "features": [data]}
-    raw = data.get("features") if isinstance(data, dict) else None
-    if not isinstance(raw, list):
-        raise InputFileError(
-            f"{path.name} is not a GeoJSON FeatureCollection; give a FeatureCollection of polygons."
-        )
-    polygons = [
-        f
-        for f in raw
-        if isinstance(f, dict)
-        and isinstance(f.get("geometry"), dict)
-        and f["geometry"].get("type") in ("Polygon", "MultiPolygon")
-        and f["geometry"].get("coordinates")
-    ]
-    if not polygons:
-        raise EmptyResultError(
-            f"{path.name} holds no Polygon or MultiPolygon feature ({len(raw)} features); "
-            "zonal statistics need areas, not points or lines."
-        )
-    return polygons, _geojson_crs(data)
-
-
-def _geojson_crs(data: dict[str, Any]) -> CRS:
-    # RFC 7946 GeoJSON is lon/lat WGS84; older files may still name a CRS, and
-    # EPSG:4326 in a legacy file is written lon/lat in practice, like CRS84.
-    name = ((data.get("crs") or {}).get("properties") or {}).get("name")
-    if not name:
-        return CRS.from_user_input(CRS84)
-    try:
-        crs = CRS.from_user_input(name)
-    except Exception as exc:
-        raise InputFileError(
-            f"GeoJSON CRS {name!r} is not recognised; reproject the file to WGS84 (CRS84)."
-        ) from exc
-    return CRS.from_user_input(CRS84) if crs.to_epsg() == 4326 else crs
 
 
 def native_crs(path: str | Path) -> CRS:
