@@ -160,6 +160,13 @@ def haze_field(shape: tuple[int, int], seed: int) -> FractalField:
     return FractalField(shape, seed + 101, cell=max(shape) / 2, octaves=3, persistence=0.5)
 
 
+def _absorbed_below_haze(wavelength_nm: float) -> bool:
+    """The 1375 nm cirrus band sits in a strong water-vapour absorption: light from the
+    boundary layer, where aerosol haze lives, never reaches the sensor there (which is
+    why the band sees only high cirrus). Haze must leave it dark."""
+    return 1340.0 <= wavelength_nm <= 1410.0
+
+
 def add_haze(
     bands: np.ndarray,
     wavelengths_nm: Sequence[float | None],
@@ -180,7 +187,7 @@ def add_haze(
     variation = np.exp(0.3 * f.window(placement.row_off, placement.col_off, rows, cols))
     out = bands.astype(np.float32, copy=True)
     for i, wl in enumerate(wavelengths_nm):
-        if wl is None:
+        if wl is None or _absorbed_below_haze(wl):
             continue
         t = np.exp(-tau550 * (wl / 550.0) ** -angstrom * variation).astype(np.float32)
         out[i] = bands[i] * t + np.float32(airlight) * (1 - t)
