@@ -52,7 +52,6 @@ def spain_session(tmp_path) -> Session:
 
 
 def test_flood_conversation_on_the_spain_samples(spain_session):
-    pytest.importorskip("tools.water")
     events: list[AgentEvent] = []
     agent = Agent(ScriptedBrain(FLOOD_PLAN), spain_session, on_event=events.append)
 
