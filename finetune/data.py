@@ -125,7 +125,15 @@ FIELD_WORDS = {
     "text": ("showing {v}", "of {v}", "matching '{v}'"),
     "like": ("similar to {v}", "like {v}"),
     "region": ("inside {v}", "within {v}", "over the region {v}"),
+    "classes": ("looking for {v}", "classes {v}", "({v})"),
+    "labels": ("with labels {v}", "among {v}"),
+    "expression": ("for {v}", "target: {v}"),
 }
+OBJECTS = ("ship", "storage tank", "building", "car", "airplane", "swimming pool", "boat",
+           "tent", "truck", "bridge")
+EXPRESSIONS = ("the golf course in the north", "the largest ship near the pier",
+               "the white building by the river", "the bridge over the canal",
+               "the stadium", "the airport runway", "the flooded field west of the road")
 PRE_POST_WORDS = (
     "{a} and {b}",
     "{a} and {b}",
@@ -205,6 +213,10 @@ def _free_string(name: str, prop: dict[str, Any], session: Session, rng: random.
     text = prop.get("description", "").lower()
     if "spyndex" in text or "index short name" in text:
         return _index_name(rng)
+    if name in ("classes", "labels"):
+        return rng.choice(OBJECTS)
+    if name == "expression":
+        return rng.choice(EXPRESSIONS)
     if name == "topic":
         return _index_name(rng) if rng.random() < 0.6 else rng.choice(SENSORS)
     if "yyyy-mm-dd" in text:
@@ -239,6 +251,8 @@ def draw_arguments(
         args = _draw_once(spec, session, rng, share)
         if args is None:
             return None
+        if not args and attempt < 7:  # a request names something: prefer non-empty
+            continue
         try:
             spec.args_model.model_validate(args)
         except ValidationError:
@@ -492,6 +506,8 @@ def _call_turn(
 ) -> list[dict[str, Any]]:
     handle = _next_handle(spec, args, session)
     data = fake_result(spec, args, rng)
+    # a few fields keep histories short enough to train on; answers quote the first ones
+    data = dict(list(data.items())[: rng.randint(3, 6)]) if len(data) > 6 else data
     session.results[handle] = spec.name
     return [
         {"role": "assistant", "content": "", "tool_calls": [{"name": spec.name, "args": args}]},

@@ -318,6 +318,36 @@ INTENTS: dict[str, dict[str, tuple[str, ...]]] = {
             "which stored images contain",
         ),
     },
+    "classify_scene": {
+        "do": ("classify", "tag with scene labels", "label the scene type of",
+               "put a category on", "assign land-use labels to"),
+        "ask": ("what kind of place is", "which scene class fits", "is it farmland or town in",
+                "what type of landscape is"),
+    },
+    "synthesize_image": {
+        "do": ("simulate haze and clouds on", "make a synthetic cloudy version of",
+               "augment with sensor noise", "degrade the resolution of", "fake some clouds over"),
+        "ask": ("what would look like with clouds,", "how would look under haze,",
+                "can you make a noisy copy of", "can you simulate bad weather on"),
+    },
+    "detect_objects": {
+        "do": ("count the objects in", "detect and count things in", "find every object in",
+               "box the objects in", "spot the objects in"),
+        "ask": ("how many objects are in", "what objects can you find in",
+                "how many separate patches are in", "what is there to count in"),
+    },
+    "ground": {
+        "do": ("locate {expression} in", "find {expression} on", "put a box on {expression} in",
+               "point me to {expression} in", "where is {expression} in"),
+        "ask": ("where is {expression} in", "can you find {expression} in",
+                "which box holds {expression} in", "where exactly is {expression} on"),
+    },
+    "segment": {
+        "do": ("segment the object of", "cut out the mask of", "outline the shape from",
+               "make a mask from", "trace the outline given by"),
+        "ask": ("what is the area of the object in", "how big is the object in",
+                "what shape is the object from", "how many hectares is the object in"),
+    },
     "domain_lookup": {
         "do": (
             "explain {topic}",

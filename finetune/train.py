@@ -477,9 +477,7 @@ def train(
     if config.resume and (found := latest_checkpoint(config)) is not None:
         step = int(load_checkpoint(model, optimizer, found)["step"])
     pad_id = _pad_id(tokenizer)
-    order = list(range(len(data)))
-    rng = random.Random(config.seed)
-    rng.shuffle(order)
+    order = _length_grouped(data, config.batch_size, random.Random(config.seed))
     losses: list[float] = []
     cache = None
     bar = tqdm(total=config.steps, initial=step, desc="finetune", dynamic_ncols=True)
@@ -535,6 +533,20 @@ def train(
         "config": json.loads(config.model_dump_json()),
     }
     return report
+
+
+def _length_grouped(data: Sequence[Any], batch_size: int, rng: random.Random) -> list[int]:
+    """A shuffled order in which each batch holds items of similar length (sorted
+    within windows of 32 batches), so padding stays small; batches are then shuffled."""
+    order = list(range(len(data)))
+    rng.shuffle(order)
+    window = batch_size * 32
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: len(_ids(data[i])))
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return [i for batch in batches for i in batch]
 
 
 def _ids(item: Any) -> Sequence[int]:
