@@ -216,6 +216,22 @@ def cmd_archive_search(args: argparse.Namespace) -> None:
     _emit(result, args.json)
 
 
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from finetune.options import config_from_args
+    from finetune.train import FinetuneConfig, train
+
+    report = train(config_from_args(FinetuneConfig, args))
+    report.pop("losses", None)
+    print(json.dumps(report, indent=2, default=str))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from finetune.evaluate import EvalConfig, evaluate, table
+    from finetune.options import config_from_args
+
+    print(table(evaluate(config_from_args(EvalConfig, args))))
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from agent.settings import Settings
     from agent.ui import serve
@@ -339,6 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sensor", help="sentinel-2, sentinel-1, landsat or rgb")
             p.add_argument("--max-cloud", type=float, help="largest cloud share, 0-1")
             p.add_argument("-k", type=int, default=5, help="how many scenes to return")
+
+    from finetune.evaluate import EvalConfig
+    from finetune.options import add_config_arguments
+    from finetune.train import FinetuneConfig
+
+    p = sub.add_parser("finetune", help="LoRA/QLoRA fine-tuning of a brain on tool-call data")
+    p.set_defaults(func=cmd_finetune)
+    add_config_arguments(p, FinetuneConfig)
+    p = sub.add_parser("evaluate", help="tool-call accuracy of a brain, base vs adapter")
+    p.set_defaults(func=cmd_evaluate)
+    add_config_arguments(p, EvalConfig)
 
     p = sub.add_parser("serve", help="the chat app in the browser (Gradio, 127.0.0.1)")
     p.set_defaults(func=cmd_serve)

@@ -129,11 +129,27 @@ FIELD_WORDS = {
     "labels": ("with labels {v}", "among {v}"),
     "expression": ("for {v}", "target: {v}"),
 }
-OBJECTS = ("ship", "storage tank", "building", "car", "airplane", "swimming pool", "boat",
-           "tent", "truck", "bridge")
-EXPRESSIONS = ("the golf course in the north", "the largest ship near the pier",
-               "the white building by the river", "the bridge over the canal",
-               "the stadium", "the airport runway", "the flooded field west of the road")
+OBJECTS = (
+    "ship",
+    "storage tank",
+    "building",
+    "car",
+    "airplane",
+    "swimming pool",
+    "boat",
+    "tent",
+    "truck",
+    "bridge",
+)
+EXPRESSIONS = (
+    "the golf course in the north",
+    "the largest ship near the pier",
+    "the white building by the river",
+    "the bridge over the canal",
+    "the stadium",
+    "the airport runway",
+    "the flooded field west of the road",
+)
 PRE_POST_WORDS = (
     "{a} and {b}",
     "{a} and {b}",
