@@ -36,7 +36,10 @@ def rows(data: object, prefix: str = "") -> list[tuple[str, str]]:
         return out
     if isinstance(data, float):
         return [(prefix.rstrip("."), f"{data:.4g}")]
-    return [(prefix.rstrip("."), str(data))]
+    text = str(data).replace("|", "/").replace("\n", " ")
+    if len(text) > 160:  # long lists (per-request details) stay in the JSON
+        text = text[:157] + "..."
+    return [(prefix.rstrip("."), text)]
 
 
 def main() -> int:
