@@ -349,3 +349,35 @@ def test_geochat_boxes_round_trip(xs, ys, angle, width, height):
     assert (box.y1, box.y2) == (ys[0] * height / 100, ys[1] * height / 100)
     assert box.angle == angle
     assert format_geochat_box(box, width, height) == text
+
+
+def test_describe_scene_adds_what_the_vlm_sees(llava_dir, tmp_path):
+    from tools.caption import describe_scene, describe_with_vlm
+    from tools.demo_data import make_demo_scenes
+    from tools.raster import open_scene
+
+    scene = open_scene(make_demo_scenes(tmp_path / "demo").post)
+    measured = describe_scene(scene)
+    brain = HFBrain(llava_dir, device="cpu", max_new_tokens=8)
+    seen: list[int] = []
+    respond = brain.respond
+
+    def counting(messages, tools, **kw):
+        prompt, images = brain.render(messages, tools)
+        seen.append(len(images))
+        return respond(messages, tools, **kw)
+
+    brain.respond = counting  # type: ignore[method-assign]
+    result = describe_with_vlm(scene, brain, measured)
+    assert seen == [1]  # the scene went to the model as one image
+    assert result.caption == measured.caption and result.land_cover == measured.land_cover
+    assert result.method == "measured content + vision-language model"
+    assert result.vlm_caption  # random weights: some text, but text
+
+    class Broken:
+        def respond(self, *args, **kwargs):
+            raise RuntimeError("CUDA out of memory")
+
+    fallback = describe_with_vlm(scene, Broken(), measured)
+    assert fallback.vlm_caption is None and fallback.caption == measured.caption
+    assert "could not describe" in fallback.notes[-1]

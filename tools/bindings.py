@@ -400,7 +400,27 @@ def land_cover(session: Session, args: LandCoverArgs) -> BaseModel:
 
 
 def describe_scene(session: Session, args: DescribeSceneArgs) -> BaseModel:
-    return _tool_module("caption").describe_scene(session.scene(args.scene))  # type: ignore[no-any-return]
+    from agent.settings import Settings
+
+    module = _tool_module("caption")
+    scene = session.scene(args.scene)
+    settings = Settings()
+    if settings.backend == "hf" and settings.hf_model:
+        # the configured vision-language model looks at the image too
+        return module.describe_with_vlm(scene, _vlm_brain(settings.hf_model, settings))  # type: ignore[no-any-return]
+    return module.describe_scene(scene)  # type: ignore[no-any-return]
+
+
+_VLM_BRAINS: dict[str, Any] = {}
+
+
+def _vlm_brain(model: str, settings: Any) -> Any:
+    """One loaded VLM per model for captions (loading is the expensive part)."""
+    if model not in _VLM_BRAINS:
+        from agent.brains import make_brain
+
+        _VLM_BRAINS[model] = make_brain(settings)
+    return _VLM_BRAINS[model]
 
 
 def _archive_config() -> Any:

@@ -49,6 +49,9 @@ class CaptionResult(BaseModel):
         default_factory=list, description="the notable features, in words (no numbers)"
     )
     method: str = "measured content (offline)"
+    vlm_caption: str | None = Field(
+        default=None, description="what the vision-language model sees, when one is configured"
+    )
     notes: list[str] = Field(default_factory=list)
 
 
@@ -245,3 +248,44 @@ def source_phrase(path: str | Path) -> str:
 
 def _year(token: str) -> bool:
     return len(token) == 4 and token[:2] in ("19", "20")
+
+
+VLM_PROMPT = (
+    "Describe this satellite or aerial image in one or two sentences for an analyst: "
+    "land cover, water, settlements, and any damage, flooding or burn scars you can see."
+)
+
+
+def describe_with_vlm(
+    scene: Scene, brain: Any, measured: CaptionResult | None = None
+) -> CaptionResult:
+    """The offline caption plus what a vision-language brain (the `hf` backend) says of the
+    scene's true-colour view. The measured facts stay: the model adds what it sees, and a
+    failure of the model keeps the measured caption with a note."""
+    import base64
+    import io
+
+    from langchain_core.messages import HumanMessage
+    from PIL import Image
+
+    from tools.export import preview_grid, scene_rgb
+
+    measured = measured or describe_scene(scene)
+    rgb = scene_rgb(scene, preview_grid(scene.grid, 672))
+    buffer = io.BytesIO()
+    Image.fromarray((rgb * 255).astype("uint8")).save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    message = HumanMessage(
+        content=[
+            {"type": "text", "text": VLM_PROMPT},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]
+    )
+    try:
+        text = brain.respond([message], []).text.strip()
+    except Exception as exc:  # the measured caption still answers
+        note = f"The vision-language model could not describe the scene ({type(exc).__name__})."
+        return measured.model_copy(update={"notes": [*measured.notes, note]})
+    return measured.model_copy(
+        update={"vlm_caption": text or None, "method": "measured content + vision-language model"}
+    )
