@@ -398,3 +398,40 @@ def test_config_fields_all_have_help_text():
     for name, info in FinetuneConfig.model_fields.items():
         assert info.description, name
     assert Path(FinetuneConfig().output_dir).name == "local"
+
+
+def test_vlm_examples_get_degraded_copies(tmp_path):
+    from PIL import Image
+
+    import numpy as np
+
+    from finetune.augment_images import augment_examples
+    from finetune.data import convert_llava
+    from tests.conftest import sample
+
+    image = sample("objects/rsicd/stadium_1.jpg")
+    records = [
+        {
+            "id": "s1",
+            "image": str(image),
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat is in the centre?"},
+                {"from": "gpt", "value": "A stadium with a running track."},
+            ],
+        }
+    ]
+    examples = convert_llava(records)
+    kinds = ("haze", "clouds", "noise", "misregistration")
+    out = augment_examples(examples, tmp_path / "aug", kinds, seed=1)
+    assert [e["id"] for e in out] == [f"s1_{k}" for k in kinds]
+    original = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32)
+    for example in out:
+        assert example["messages"] == examples[0]["messages"]  # same conversation
+        degraded = np.asarray(Image.open(example["images"][0]), dtype=np.float32)
+        assert degraded.shape == original.shape
+        assert np.abs(degraded - original).mean() > 0.5  # visibly changed
+    haze = np.asarray(Image.open(out[0]["images"][0]), dtype=np.float32)
+    assert haze.std() < original.std()  # haze lowers contrast
+    again = augment_examples(examples, tmp_path / "again", kinds, seed=1)
+    for a, b in zip(out, again, strict=True):
+        assert Image.open(a["images"][0]).tobytes() == Image.open(b["images"][0]).tobytes()
