@@ -401,9 +401,8 @@ def test_config_fields_all_have_help_text():
 
 
 def test_vlm_examples_get_degraded_copies(tmp_path):
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     from finetune.augment_images import augment_examples
     from finetune.data import convert_llava
