@@ -715,8 +715,9 @@ def convert_llava(
     "human"|"gpt", "value": "<image>\\n..."}]}) as chat examples {"id", "images":
     [path], "messages": [{"role", "content": [{"type": "image"} | {"type": "text",
     "text"}]}]} that a processor's chat template renders."""
-    if isinstance(records, Path):
-        records = json.loads(records.read_text(encoding="utf-8"))
+    rows: Sequence[dict[str, Any]] = (
+        json.loads(records.read_text(encoding="utf-8")) if isinstance(records, Path) else records
+    )
     roles = {
         "human": "user",
         "user": "user",
@@ -725,7 +726,7 @@ def convert_llava(
         "system": "system",
     }
     out = []
-    for n, record in enumerate(records):
+    for n, record in enumerate(rows):
         images = record.get("image") or []
         images = [images] if isinstance(images, str) else list(images)
         if image_root is not None:

@@ -165,7 +165,7 @@ def load_base(config: FinetuneConfig) -> tuple[Any, Any]:
         model = transformers.AutoModelForCausalLM.from_pretrained(config.base_model, **kwargs)
         processor = transformers.AutoTokenizer.from_pretrained(config.base_model)
     if not four_bit:
-        model = model.to(device)
+        model = model.to(device)  # type: ignore[arg-type]  # transformers' stub wants a model
     return model, processor
 
 
@@ -461,7 +461,7 @@ def train(
             prefix, data = local_training_data(config, tokenizer)
         else:
             raise ValueError("a causal_lm other than 'local' needs data passed in")
-    data = list(data)
+    data = list(data)  # type: ignore[assignment]
     use_prefix = bool(prefix) and config.cache_prefix
     if prefix and not config.cache_prefix:  # train on whole sequences instead
         data = [
