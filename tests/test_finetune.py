@@ -175,22 +175,9 @@ def gemma_tokenizer():
 
 
 def _tiny_gemma(vocab: int, seed: int = 0):
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from tests.tiny_models import tiny_gemma
 
-    torch.manual_seed(seed)
-    config = Gemma3TextConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        sliding_window=64,
-        layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=4096,
-    )
-    return Gemma3ForCausalLM(config)
+    return tiny_gemma(vocab, seed=seed, sliding_window=64, max_positions=4096)
 
 
 @pytest.fixture(scope="module")

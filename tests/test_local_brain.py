@@ -58,22 +58,9 @@ def tokenizer(pytestconfig: pytest.Config):
 
 
 def tiny_gemma(tokenizer, seed: int = 0):
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from tests.tiny_models import tiny_gemma as build
 
-    torch.manual_seed(seed)
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        sliding_window=8,
-        layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=2048,
-    )
-    return Gemma3ForCausalLM(config).eval()
+    return build(len(tokenizer), seed=seed).eval()
 
 
 @pytest.fixture(scope="module")

@@ -70,3 +70,27 @@ def tiny_llava(
         chat_template=chat_template,
     )
     return model, processor
+
+
+def tiny_gemma(
+    vocab_size: int, *, seed: int = 0, sliding_window: int = 8, max_positions: int = 2048
+) -> Any:
+    """A two-layer Gemma 3 (one sliding, one full attention layer) with the real
+    tokenizer's vocabulary: the local brain's architecture at toy size."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=sliding_window,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=max_positions,
+    )
+    return Gemma3ForCausalLM(config)
