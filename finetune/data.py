@@ -160,6 +160,26 @@ PRE_POST_WORDS = (
     "{a} -> {b}",
 )
 
+# Handles left unsaid: "the two images" for the session's pair, "the latest image"
+# for its second scene (training split only, in this share of requests).
+DEICTIC_SHARE = 0.2
+DEICTIC_PAIR = (
+    "the two images",
+    "the two dates",
+    "before and after",
+    "the image pair",
+    "the pre/post pair",
+    "these scenes",
+)
+DEICTIC_SCENE = (
+    ("the earlier image", "the before image", "the first scene", "the pre-event image"),
+    ("the latest image", "the after image", "the new scene", "the post-event image", "this scene"),
+)
+# "measure flood_1 in" + "within post" -> "measure flood_1 in post"
+DOUBLED_PREPOSITION = re.compile(
+    r"\b(in|inside|within|over|to|into|on)\s+(?:inside|within|over the region|in)\b"
+)
+
 
 @dataclass
 class Example:
@@ -380,8 +400,11 @@ def word_request(
     rng: random.Random,
     *,
     refer_to_it: bool = False,
+    pair: tuple[str, str] | None = None,
 ) -> str:
-    """The user's request for `spec(**args)` in one of `family`'s templates."""
+    """The user's request for `spec(**args)` in one of `family`'s templates. With the
+    session's scene `pair`, training requests sometimes say "the two images" or "the
+    latest image" instead of the handles, as people do when the scenes are obvious."""
     intents = INTENTS.get(spec.name) or intents_from_description(spec.name, spec.description)
     template = rng.choice(family.templates)
     form = "ask" if "{ask}" in template else "do"
@@ -395,13 +418,23 @@ def word_request(
     handle_fields = [
         k for k in handles if k in ("pre", "post", "scene", "scenes", "result", "footprints")
     ]
+    # only the training split draws here, so the test split's requests stay fixed
+    deictic = split == "train" and pair is not None and rng.random() < DEICTIC_SHARE
     pieces: list[str] = []
     if {"pre", "post"} <= set(handle_fields):
-        pieces.append(rng.choice(PRE_POST_WORDS).format(a=values["pre"], b=values["post"]))
+        pieces.append(
+            rng.choice(DEICTIC_PAIR)
+            if deictic and _as_list(args["pre"]) + _as_list(args["post"]) == list(pair or ())
+            else rng.choice(PRE_POST_WORDS).format(a=values["pre"], b=values["post"])
+        )
         handle_fields = [k for k in handle_fields if k not in ("pre", "post")]
     for key in handle_fields:
         value = args[key]
         shown = values[key]
+        single = value[0] if isinstance(value, list) and len(value) == 1 else value
+        if deictic and pair is not None and single in pair and key in ("scene", "scenes"):
+            pieces.append(rng.choice(DEICTIC_SCENE[pair.index(single)]))
+            continue
         if isinstance(value, list) and len(value) == 2:
             shown = f"{value[0]} and {value[1]}"
         if key == "footprints":
@@ -417,10 +450,14 @@ def word_request(
         pieces.append(rng.choice(patterns).format(k=key, v=values[key], w=_words(args[key], rng)))
     on = " ".join(pieces)
     text = template.format(do=intent, ask=intent, on=on)
-    text = _tidy(text)
+    text = _tidy(DOUBLED_PREPOSITION.sub(r"\1", text))
     if family.typos:
         text = misspell(text, family.typos, rng)
     return text
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
 
 
 def _tidy(text: str) -> str:
@@ -578,7 +615,10 @@ def build_examples(
                 if args is None:
                     continue
                 messages.append(
-                    {"role": "user", "content": word_request(spec, args, family, split, rng)}
+                    {
+                        "role": "user",
+                        "content": word_request(spec, args, family, split, rng, pair=session.pair),
+                    }
                 )
                 messages += _call_turn(spec, args, session, rng)
             text = misspell(request, family.typos, rng) if family.typos else request
@@ -591,7 +631,10 @@ def build_examples(
             if args is None:
                 continue
             messages.append(
-                {"role": "user", "content": word_request(first, args, family, split, rng)}
+                {
+                    "role": "user",
+                    "content": word_request(first, args, family, split, rng, pair=session.pair),
+                }
             )
             messages += _call_turn(first, args, session, rng)
             kind = "call"
@@ -604,7 +647,9 @@ def build_examples(
                 messages.append(
                     {
                         "role": "user",
-                        "content": word_request(spec, args, family, split, rng, refer_to_it=refer),
+                        "content": word_request(
+                            spec, args, family, split, rng, refer_to_it=refer, pair=session.pair
+                        ),
                     }
                 )
                 messages += _call_turn(spec, args, session, rng)

@@ -64,6 +64,45 @@ def test_split_families_and_intents_are_disjoint(splits):
     assert sum(e.messages[0]["content"] in train_requests for e in test_calls) == 0
 
 
+def test_requests_read_naturally_and_leave_handles_unsaid_only_in_training(splits):
+    from finetune.data import DEICTIC_PAIR, DEICTIC_SCENE, DOUBLED_PREPOSITION
+    from finetune.intents import INTENTS
+
+    def requests(split):
+        return [m["content"] for e in splits[split] for m in e.messages if m["role"] == "user"]
+
+    intents = [p for forms in INTENTS.values() for ps in forms.values() for p in ps]
+    deictic = [
+        w
+        for w in (*DEICTIC_PAIR, *DEICTIC_SCENE[0], *DEICTIC_SCENE[1])
+        if not any(w in p for p in intents)  # "compare the two images" is an intent
+    ]
+    assert not any(DOUBLED_PREPOSITION.search(r) for r in requests("train") + requests("test"))
+    assert not any(w in r for r in requests("test") for w in deictic)
+    unsaid = 0
+    for example in splits["train"]:
+        if example.kind != "call":
+            continue
+        text, step = example.messages[0]["content"], example.messages[1]
+        args = step["tool_calls"][0]["args"]
+        pre, post = [h for h, kind in example.scenes.items() if kind == "scene"][:2]
+        if any(w in text for w in DEICTIC_PAIR if w in deictic):  # "the two images"
+            pair = [args["pre"], args["post"]]
+            assert [h for v in pair for h in (v if isinstance(v, list) else [v])] == [pre, post]
+            unsaid += 1
+        for meant, phrases in ((pre, DEICTIC_SCENE[0]), (post, DEICTIC_SCENE[1])):
+            if any(w in text for w in phrases if w in deictic):  # "the latest image"
+                assert args.get("scene", args.get("scenes")) in (meant, [meant]), text
+                unsaid += 1
+    assert unsaid >= 5
+    for tool, forms in INTENTS.items():  # held-out intents: not inside a training one
+        for phrases in forms.values():
+            held_out = phrases[-1].lower()
+            assert not [
+                p for p in phrases[:-1] if held_out in p.lower() or p.lower() in held_out
+            ], tool
+
+
 def test_every_tool_gets_calls_that_its_args_model_accepts(splits):
     registry = get_registry()
     seen = set()
@@ -279,6 +318,36 @@ def test_one_training_step_then_the_adapter_reloads_identically(tmp_path, gemma_
         prefix=items[0].prefix,
     )
     assert report["steps"] == 3 and len(report["losses"]) == 1
+    # init_adapter: a new run starts from the saved weights, not from a fresh LoRA
+    continued = _tiny_gemma(len(gemma_tokenizer))
+    start = config.model_copy(
+        update={
+            "steps": 1,
+            "resume": False,
+            "lr": 1e-12,
+            "init_adapter": tmp_path / "adapter",
+            "output_dir": tmp_path / "continued",
+            "checkpoint_dir": tmp_path / "ckpt2",
+        }
+    )
+    train(start, model=continued, tokenizer=gemma_tokenizer, data=items, prefix=items[0].prefix)
+    with torch.no_grad():
+        resumed_logits = continued.eval()(input_ids=ids).logits
+    reloaded_again = PeftModel.from_pretrained(
+        _tiny_gemma(len(gemma_tokenizer)), tmp_path / "adapter"
+    ).eval()
+    with torch.no_grad():
+        saved_logits = reloaded_again(input_ids=ids).logits
+    assert torch.allclose(resumed_logits, saved_logits, atol=1e-4)
+    wrong_rank = start.model_copy(update={"lora_r": 8, "checkpoint_dir": tmp_path / "ckpt3"})
+    with pytest.raises(ValueError, match="does not fit this LoRA"):
+        train(
+            wrong_rank,
+            model=_tiny_gemma(len(gemma_tokenizer)),
+            tokenizer=gemma_tokenizer,
+            data=items,
+            prefix=items[0].prefix,
+        )
 
 
 # -- the image-text path: tiny LLaVA ------------------------------------------------
