@@ -289,7 +289,8 @@ def local_brain(adapter: Path | None) -> Any:
     if not is_converted(cache_dir()):
         convert_gguf(cache_dir())
     model, tokenizer = load_model(cache_dir(), adapter)
-    brain = LocalBrain(model, tokenizer)
+    # as `agent.brains.local.from_settings` builds it: calibrated only without adapter
+    brain = LocalBrain(model, tokenizer, calibrate=adapter is None)
     brain.warm_up(Settings().system_prompt(), list(get_registry()))
     return brain
 

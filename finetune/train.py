@@ -62,6 +62,11 @@ class FinetuneConfig(BaseModel):
         description="Where resumable checkpoints (adapter + optimizer + step) go.",
     )
     resume: bool = Field(default=False, description="Resume from the newest checkpoint.")
+    init_adapter: Path | None = Field(
+        default=None,
+        description="Start from this adapter's weights (same LoRA settings) instead of a "
+        "fresh LoRA: more training on new data without repeating the old steps.",
+    )
     data: Path | None = Field(
         default=None,
         description="Training conversations (JSONL of finetune.data.Example); built from "
@@ -401,12 +406,28 @@ def latest_checkpoint(config: FinetuneConfig) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(model: Any, optimizer: Any, folder: Path) -> dict[str, Any]:
-    import torch
+def _load_adapter_weights(model: Any, folder: Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+    misfit = (
+        f"{folder} does not fit this LoRA; "
+        "use the --lora-r and --target-modules it was trained with"
+    )
+    try:
+        result = set_peft_model_state_dict(
+            model, load_file(str(folder / "adapter_model.safetensors"))
+        )
+    except RuntimeError as error:  # shapes differ: another rank
+        raise ValueError(f"{misfit} ({str(error).splitlines()[-1].strip()})") from error
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"{misfit} ({len(result.unexpected_keys)} weights it has no place for).")
+
+
+def load_checkpoint(model: Any, optimizer: Any, folder: Path) -> dict[str, Any]:
+    import torch
+
+    _load_adapter_weights(model, folder)
     state = torch.load(folder / "trainer_state.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     random.setstate(state["rng"])
@@ -470,6 +491,8 @@ def train(
             if isinstance(e, Encoded)
         ]
     model = add_lora(model, config) if not hasattr(model, "peft_config") else model
+    if config.init_adapter is not None:
+        _load_adapter_weights(model, config.init_adapter.expanduser())
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -477,6 +500,7 @@ def train(
     if config.resume and (found := latest_checkpoint(config)) is not None:
         step = int(load_checkpoint(model, optimizer, found)["step"])
     pad_id = _pad_id(tokenizer)
+    order_epoch = 0
     order = _length_grouped(data, config.batch_size, random.Random(config.seed))
     losses: list[float] = []
     cache = None
@@ -487,7 +511,12 @@ def train(
             model.eval()
             cache = prefix_cache(model, prefix or [])
             model.train()
-        start = (step * config.batch_size) % len(order)
+        epoch, start = divmod(step * config.batch_size, len(order))
+        if epoch != order_epoch:  # a fresh order each pass over the data
+            order_epoch = epoch
+            order = _length_grouped(
+                data, config.batch_size, random.Random(f"{config.seed}-{epoch}")
+            )
         picked = [data[order[(start + k) % len(order)]] for k in range(config.batch_size)]
         batch = _collate(picked, pad_id)
         for group in optimizer.param_groups:
