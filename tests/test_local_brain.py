@@ -98,6 +98,27 @@ def test_constrained_calls_only_use_registered_names_keys_and_handles(tokenizer)
     assert seen  # random models pick varied tools; each one was a registered name
 
 
+def test_tools_that_need_a_missing_result_are_not_offered(tokenizer):
+    from agent.brains.constrained import servable
+
+    registry = get_registry()
+    before_any_result = [n for n in registry.names if not servable(registry[n], ["pre"], [])]
+    assert {"export", "zonal_stats"} <= set(before_any_result)
+    assert "water_mask" not in before_any_result
+    assert all(servable(registry[n], ["pre"], ["flood_1"]) for n in before_any_result)
+    decoder = CallDecoder(
+        lambda t: tokenizer(t, add_special_tokens=False).input_ids,
+        lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+    )
+    for seed in range(4):
+        model = tiny_gemma(tokenizer, seed)
+        stream = TokenStream.empty(model, lambda h, w=model.lm_head.weight: h @ w.T)
+        ids = tokenizer(f"### User\nexport {seed}\n\n### Assistant\n{CALL_OPEN}").input_ids
+        stream.push(ids)
+        body = decoder.decode(stream, [registry["export"], registry["scene_info"]], scenes=["pre"])
+        assert '"scene_info"' in body
+
+
 def test_call_arguments_follow_the_schema():
     registry = get_registry()
     export = {a.name: a for a in call_arguments(registry["export"], ["pre"], ["flood_1"])}

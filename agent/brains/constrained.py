@@ -144,6 +144,17 @@ def call_arguments(spec: ToolSpec, scenes: Sequence[str], results: Sequence[str]
     return args
 
 
+def servable(spec: ToolSpec, scenes: Sequence[str], results: Sequence[str]) -> bool:
+    """False when a required argument must name a handle the session does not have
+    (export or zonal_stats before any result exists): such a call cannot succeed."""
+    schema = spec.parameters_schema()
+    for name in schema.get("required", []):
+        text = schema.get("properties", {}).get(name, {}).get("description", "")
+        if text.lower().startswith("handle") and not _handles_from(text, scenes, results):
+            return False
+    return True
+
+
 class CallDecoder:
     """Decodes one tool call for a set of tools, for the handles of a session."""
 
@@ -178,10 +189,13 @@ class CallDecoder:
         name_prior: dict[int, float] | None = None,
     ) -> str:
         """The call's text after `<tool_call>{"name":`, through `}}`. The caller has
-        pushed the opening text already. `name_prior`: logits of the name tokens after
-        a content-free request, subtracted so that the few-shot examples' names do not
-        win by default (contextual calibration, Zhao et al. 2021)."""
-        by_name = {spec.name: spec for spec in tools}
+        pushed the opening text already; only `servable` tools are offered.
+        `name_prior`: logits of the name tokens after a content-free request,
+        subtracted so that the few-shot examples' names do not win by default
+        (contextual calibration, Zhao et al. 2021)."""
+        by_name = {spec.name: spec for spec in tools if servable(spec, scenes, results)} or {
+            spec.name: spec for spec in tools
+        }
         names = [f' "{name}", "arguments":' for name in by_name]
         name_text = self._choose(model, names, name_prior)
         name = name_text.split('"')[1]
