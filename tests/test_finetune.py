@@ -65,7 +65,7 @@ def test_split_families_and_intents_are_disjoint(splits):
 
 
 def test_requests_read_naturally_and_leave_handles_unsaid_only_in_training(splits):
-    from finetune.data import DEICTIC_PAIR, DEICTIC_SCENE, DOUBLED_PREPOSITION
+    from finetune.wording import DEICTIC_PAIR, DEICTIC_SCENE, DOUBLED_PREPOSITION
     from finetune.intents import INTENTS
 
     def requests(split):
