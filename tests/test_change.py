@@ -181,6 +181,14 @@ def test_vegetation_change_loss_and_gain(tmp_path: Path, threshold: float | None
     assert classes[0, 0] == 1 and classes[0, 15] == 2 and classes[0, -1] == 3
 
 
+def test_vegetation_change_of_a_scene_with_itself_finds_no_change(tmp_path: Path) -> None:
+    # |dNDVI| = 0 everywhere: one histogram bin, which once crashed Otsu (IndexError)
+    pre, _ = (open_scene(p) for p in _ndvi_pair(tmp_path))
+    result = vegetation_change(pre, pre)
+    assert (result.loss_pixels, result.gain_pixels) == (0, 0)
+    assert result.threshold >= 0.1
+
+
 def test_vegetation_change_windowed_equals_whole(tmp_path: Path) -> None:
     pre, post = (open_scene(p) for p in _ndvi_pair(tmp_path))
     whole = vegetation_change(pre, post)

@@ -192,6 +192,9 @@ def otsu_from_histogram(counts: np.ndarray, edges: np.ndarray) -> float:
     total = weights.sum()
     if total == 0:
         raise EmptyResultError("No valid pixels to choose a threshold from.")
+    populated = np.flatnonzero(weights)
+    if populated.size == 1:  # one value everywhere (e.g. pre = post): nothing lies above
+        return float(edges[populated[0] + 1])
     w0 = np.cumsum(weights)
     w1 = total - w0
     m0 = np.cumsum(weights * centres)
