@@ -65,8 +65,8 @@ def test_split_families_and_intents_are_disjoint(splits):
 
 
 def test_requests_read_naturally_and_leave_handles_unsaid_only_in_training(splits):
-    from finetune.wording import DEICTIC_PAIR, DEICTIC_SCENE, DOUBLED_PREPOSITION
     from finetune.intents import INTENTS
+    from finetune.wording import DEICTIC_PAIR, DEICTIC_SCENE, DOUBLED_PREPOSITION
 
     def requests(split):
         return [m["content"] for e in splits[split] for m in e.messages if m["role"] == "user"]
