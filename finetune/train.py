@@ -420,8 +420,9 @@ def _load_adapter_weights(model: Any, folder: Path) -> None:
         )
     except RuntimeError as error:  # shapes differ: another rank
         raise ValueError(f"{misfit} ({str(error).splitlines()[-1].strip()})") from error
-    if getattr(result, "unexpected_keys", None):
-        raise ValueError(f"{misfit} ({len(result.unexpected_keys)} weights it has no place for).")
+    unexpected = list(getattr(result, "unexpected_keys", None) or [])
+    if unexpected:
+        raise ValueError(f"{misfit} ({len(unexpected)} weights it has no place for).")
 
 
 def load_checkpoint(model: Any, optimizer: Any, folder: Path) -> dict[str, Any]:

@@ -177,9 +177,7 @@ def mask_to_features(
     features = []
     # One transformer for all polygons: transform_geom per polygon re-creates the
     # PROJ pipeline each time (~7 ms per polygon in a State Plane CRS).
-    to_lonlat = (
-        Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True) if grid.crs else None
-    )
+    to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True) if grid.crs else None
     for geometry, value in rasterio.features.shapes(
         values, mask=values > 0, transform=grid.transform
     ):
