@@ -173,6 +173,22 @@ def _call_turn(
     ]
 
 
+def _asked_and_called(
+    spec: ToolSpec,
+    args: dict[str, Any],
+    session: Session,
+    family: Family,
+    split: Split,
+    rng: random.Random,
+    refer_to_it: bool = False,
+) -> list[dict[str, Any]]:
+    """The user's request for the call, then the call, its result and the answer."""
+    request = word_request(
+        spec, args, family, split, rng, refer_to_it=refer_to_it, pair=session.pair
+    )
+    return [{"role": "user", "content": request}, *_call_turn(spec, args, session, rng)]
+
+
 def _next_handle(spec: ToolSpec, args: dict[str, Any], session: Session) -> str:
     prefix = spec.prefix_for(spec.args_model.model_validate(args))
     n = 1
@@ -192,7 +208,6 @@ def build_examples(
     config = config or BuildConfig()
     rng = random.Random(f"{seed}-{split}")
     families = _families(split)
-    by_name = {spec.name: spec for spec in tools}
     result_tools = [s for s in tools if _takes_result(s)]
     scene_tools = [s for s in tools if not _takes_result(s)]
     # tools whose result is a map a follow-up can export or measure
@@ -214,13 +229,7 @@ def build_examples(
                 args = draw_arguments(spec, session, rng)
                 if args is None:
                     continue
-                messages.append(
-                    {
-                        "role": "user",
-                        "content": word_request(spec, args, family, split, rng, pair=session.pair),
-                    }
-                )
-                messages += _call_turn(spec, args, session, rng)
+                messages += _asked_and_called(spec, args, session, family, split, rng)
             text = misspell(request, family.typos, rng) if family.typos else request
             messages.append({"role": "user", "content": text})
             messages.append({"role": "assistant", "content": reply, "tool_calls": []})
@@ -230,13 +239,7 @@ def build_examples(
             args = draw_arguments(first, session, rng)
             if args is None:
                 continue
-            messages.append(
-                {
-                    "role": "user",
-                    "content": word_request(first, args, family, split, rng, pair=session.pair),
-                }
-            )
-            messages += _call_turn(first, args, session, rng)
+            messages += _asked_and_called(first, args, session, family, split, rng)
             kind = "call"
             if followup:
                 spec = rng.choice(result_tools)
@@ -244,15 +247,7 @@ def build_examples(
                 if args is None:
                     continue
                 refer = rng.random() < 0.3 and list(session.results)[-1] == args.get("result")
-                messages.append(
-                    {
-                        "role": "user",
-                        "content": word_request(
-                            spec, args, family, split, rng, refer_to_it=refer, pair=session.pair
-                        ),
-                    }
-                )
-                messages += _call_turn(spec, args, session, rng)
+                messages += _asked_and_called(spec, args, session, family, split, rng, refer)
                 kind = "followup"
         examples.append(
             Example(
@@ -265,7 +260,6 @@ def build_examples(
                 results=dict(session.results),
             )
         )
-    del by_name
     return examples
 
 

@@ -253,7 +253,6 @@ def _draw_once(
     props = schema.get("properties", {})
     results = list(session.results)
     offered = call_arguments(spec, session.scene_handles, results)
-    pre, post = session.pair
     chosen: dict[str, Any] = {}
     for arg in offered:
         prop = props[arg.name]
@@ -282,7 +281,6 @@ def _draw_once(
             chosen[arg.name] = [_free_string(arg.name, prop, session, rng)]
         else:
             chosen[arg.name] = _free_string(arg.name, prop, session, rng)
-    del pre, post
     if chosen.get("region") is not None and chosen.get("region") == chosen.get("result"):
         others = (
             [h for h in session.scenes if session.scenes[h] == "vector"]

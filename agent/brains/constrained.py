@@ -17,6 +17,7 @@ name or a key outside the registry cannot be produced.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -144,15 +145,20 @@ def call_arguments(spec: ToolSpec, scenes: Sequence[str], results: Sequence[str]
     return args
 
 
+@functools.cache
+def _required_handle_fields(spec: ToolSpec) -> tuple[str, ...]:
+    """Descriptions of the required arguments that take a handle (schema built once)."""
+    schema = spec.parameters_schema()
+    texts = [
+        schema["properties"][name].get("description", "") for name in schema.get("required", [])
+    ]
+    return tuple(t for t in texts if t.lower().startswith("handle"))
+
+
 def servable(spec: ToolSpec, scenes: Sequence[str], results: Sequence[str]) -> bool:
     """False when a required argument must name a handle the session does not have
     (export or zonal_stats before any result exists): such a call cannot succeed."""
-    schema = spec.parameters_schema()
-    for name in schema.get("required", []):
-        text = schema.get("properties", {}).get(name, {}).get("description", "")
-        if text.lower().startswith("handle") and not _handles_from(text, scenes, results):
-            return False
-    return True
+    return all(_handles_from(t, scenes, results) for t in _required_handle_fields(spec))
 
 
 class CallDecoder:
