@@ -275,6 +275,12 @@ def test_two_hundred_turn_session_resumes(session: Session, tmp_path: Path) -> N
     assert elapsed < 120, f"200 turns took {elapsed:.0f} s"
 
 
+# Python 3.11's warning filters are process-wide: `catch_warnings` in one thread (ours, or
+# rasterio's around its in-memory datasets) restores the filters under the other thread, so
+# the suite's "error" filter can turn a warning the other thread had silenced into an
+# exception (1 run in ~15 failed this way in CI). Here the warnings are only shown.
+@pytest.mark.filterwarnings("default::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.filterwarnings("default::RuntimeWarning")
 def test_two_concurrent_sessions_keep_their_results(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     sessions = []
