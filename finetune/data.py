@@ -27,8 +27,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune.phrasing import DECLINE, FAMILIES, NO_TOOL, TEST_FAMILIES, Family, misspell
-from finetune.wording import Session, Split, draw_arguments, new_session, word_request
+from finetune.phrasing import (
+    DECLINE,
+    FAMILIES,
+    NO_TOOL,
+    TEST_FAMILIES,
+    Family,
+    bank_split,
+    misspell,
+)
+from finetune.wording import (
+    Session,
+    Split,
+    draw_arguments,
+    new_session,
+    vary_one,
+    word_ellipsis,
+    word_request,
+)
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -45,7 +61,7 @@ class Example:
     id: str
     family: str
     style: str
-    kind: str  # call, followup, no_tool, decline
+    kind: str  # call, followup, ellipsis ("and NBR?"), no_tool, decline
     scenes: dict[str, str]  # handle -> kind (scene, vector)
     messages: list[dict[str, Any]]
     results: dict[str, str] = field(default_factory=dict)  # handle -> tool that made it
@@ -66,6 +82,7 @@ class BuildConfig:
     followup_share: float = 0.25
     no_tool_share: float = 0.06
     decline_share: float = 0.06
+    ellipsis_share: float = 0.08
 
 
 # -- tool results and answers -----------------------------------------------------
@@ -220,9 +237,10 @@ def build_examples(
         session = new_session(rng)
         roll = rng.random()
         messages: list[dict[str, Any]] = []
-        if roll < config.no_tool_share + config.decline_share:
+        quiet = config.no_tool_share + config.decline_share
+        if roll < quiet:
             bank = NO_TOOL if roll < config.no_tool_share else DECLINE
-            request, reply = rng.choice(bank)
+            request, reply = rng.choice(bank_split(bank, split))
             kind = "no_tool" if bank is NO_TOOL else "decline"
             if rng.random() < 0.4:  # after an analysis, so the model sees history too
                 spec = rng.choice(scene_tools)
@@ -233,6 +251,17 @@ def build_examples(
             text = misspell(request, family.typos, rng) if family.typos else request
             messages.append({"role": "user", "content": text})
             messages.append({"role": "assistant", "content": reply, "tool_calls": []})
+        elif roll < quiet + config.ellipsis_share:
+            spec = rng.choice(scene_tools)
+            args = draw_arguments(spec, session, rng)
+            varied = vary_one(spec, args, session, rng) if args is not None else None
+            if args is None or varied is None:
+                continue
+            messages += _asked_and_called(spec, args, session, family, split, rng)
+            again = word_ellipsis(varied[1], family, split, rng)
+            messages.append({"role": "user", "content": again})
+            messages += _call_turn(spec, varied[0], session, rng)
+            kind = "ellipsis"
         else:
             followup = roll > 1 - config.followup_share and result_tools
             first = rng.choice(mapping_tools if followup else scene_tools)

@@ -132,6 +132,37 @@ NO_TOOL = (
     ("good morning!", "Good morning! Which scene should we look at?"),
     ("perfect, merci", "You're welcome."),
     ("cool", "Anything else to measure?"),
+    ("thanks, that's everything", "You're welcome. The results stay in this session."),
+    ("ok got it", "Good. Anything else to measure?"),
+    ("nice, that's what I needed", "Glad it helped."),
+    ("bye", "Goodbye. Your results stay in this session."),
+    ("that's all, thank you", "You're welcome."),
+    ("understood, thanks", "You're welcome. Ask if you need another map."),
+    ("no more questions", "Fine. The results stay in this session."),
+    ("hi there", "Hello! Which scene should we look at?"),
+    (
+        "how do I use you?",
+        "Load a scene, then ask in plain words: the NDVI of a scene, say, or the "
+        "flooded area between two dates.",
+    ),
+    (
+        "what tools do you have?",
+        "Spectral indices, water and flood maps, burn severity, vegetation change, "
+        "building damage, land cover, detection, grounding, archive search and exports.",
+    ),
+    ("are you there?", "Yes. Which scene should we look at?"),
+    ("sounds good", "Anything else to measure?"),
+    ("thx", "You're welcome."),
+    ("ok cheers, done for today", "Fine. Your results stay in this session."),
+    # held out for the test split (`bank_split`)
+    ("many thanks, we're done here", "You're welcome. The results stay in this session."),
+    ("hey", "Hello! Load a scene or ask me to map water, fire, vegetation or damage."),
+    (
+        "what are you able to help with?",
+        "I measure satellite scenes with tools: spectral indices, water and "
+        "flood maps, burn severity, vegetation change, damage, land cover and exports.",
+    ),
+    ("alright, that'll be all", "Fine. Your results stay in this session."),
 )
 
 # Requests no tool can serve: the assistant declines and says what would help.
@@ -175,7 +206,68 @@ DECLINE = (
         "I can't: the scenes only see the surface. In-situ probes would be needed for that depth.",
     ),
     ("show me the live video from the fire", "I can't stream video; I analyse loaded scenes."),
+    # requests in the domain's words that still need no tool of ours
+    (
+        "print the flood map on A3",
+        "I can't print. I can export the flood map as GeoTIFF, GeoJSON or PNG for printing.",
+    ),
+    ("post the NDVI map on twitter", "I can't post to social media. I can export it as a PNG."),
+    (
+        "call the fire brigade about the burned area",
+        "I can't make calls. I can map the burned area for your report.",
+    ),
+    (
+        "fly a drone over the flooded fields",
+        "I can't control drones. Load the drone images and I can analyse them.",
+    ),
+    (
+        "download the latest Sentinel-2 scene from the internet",
+        "I can't download imagery; I work on loaded scenes. Load the file and I can analyse it.",
+    ),
+    (
+        "forecast the river level for next week",
+        "I can't forecast river levels. I can map the water in the loaded scenes.",
+    ),
+    (
+        "who owns the damaged buildings?",
+        "I can't look up owners; no tool has cadastre data. I can score the building damage.",
+    ),
+    (
+        "write a press release about the wildfire",
+        "I can't write press releases. I can give you the burned area in hectares to quote.",
+    ),
+    ("rebuild the destroyed houses", "I can't do that; I analyse imagery."),
+    (
+        "what will the NDVI be next summer?",
+        "I can't predict future NDVI. I can compute NDVI for the loaded scenes.",
+    ),
+    (
+        "order more sandbags for the flooded town",
+        "I can't order supplies. I can map the flooded area to show where they are needed.",
+    ),
+    (
+        "share the results with my team on Slack",
+        "I can't send messages. I can export the results as files to share.",
+    ),
+    # held out for the test split (`bank_split`)
+    (
+        "upload the water mask to our cloud drive",
+        "I can't upload files. I can export the water mask as a file.",
+    ),
+    (
+        "text the evacuation order to residents",
+        "I can't send messages or issue orders. I can map the flooded area.",
+    ),
+    (
+        "how many mm of rain fell last week?",
+        "I can't measure rainfall; no tool here does that. I can map the water in the scenes.",
+    ),
+    (
+        "tell me the population of the flooded town",
+        "I can't: no tool here has population data. I can map the flooded area.",
+    ),
 )
+HELD_OUT_REPLIES = 4
 
 _KEYBOARD_NEIGHBOURS = dict(
     zip("qwertyuiopasdfghjklzxcvbnm", "wqrtyuoipsadfghjklzxcvbnmn", strict=True)
@@ -232,6 +324,11 @@ def intents_from_description(name: str, description: str) -> dict[str, tuple[str
             f"what would {spoken} say about",
         ),
     }
+
+
+def bank_split(bank: tuple[tuple[str, str], ...], split: str) -> tuple[tuple[str, str], ...]:
+    """No-tool and decline requests: the last `HELD_OUT_REPLIES` are the test split's."""
+    return bank[:-HELD_OUT_REPLIES] if split == "train" else bank[-HELD_OUT_REPLIES:]
 
 
 def intent_split(phrases: tuple[str, ...], split: str) -> tuple[str, ...]:

@@ -38,6 +38,23 @@ SCENE_PAIRS = (
     ("jan", "feb"),
     ("old", "new"),
 )
+# Sessions with one scene (no pair tools then); bench/data/disaster_tasks.jsonl's "img"
+# and "scene" are left out so that bench stays unseen.
+SINGLE_SCENES = (
+    "image",
+    "s2",
+    "tile_07",
+    "aoi",
+    "sentinel2",
+    "ortho",
+    "may_2021",
+    "site",
+    "l8_scene",
+    "im1",
+    "photo",
+    "area_1",
+)
+SINGLE_SHARE = 0.25
 VECTORS = ("bldg", "footprints", "buildings", "osm_bldg")
 COMMON_INDICES = (
     "NDVI",
@@ -151,6 +168,28 @@ DEICTIC_SCENE = (
     ("the earlier image", "the before image", "the first scene", "the pre-event image"),
     ("the latest image", "the after image", "the new scene", "the post-event image", "this scene"),
 )
+DEICTIC_SINGLE = ("this image", "the image", "the scene", "this picture", "the loaded scene")
+# Follow-ups that repeat the last call with one value changed: "and NBR?" (train | test)
+ELLIPSES = {
+    "train": (
+        "and {v}?",
+        "now {v}",
+        "what about {v}?",
+        "same for {v}",
+        "{v} too, please",
+        "and for {v}?",
+        "also {v}",
+        "repeat with {v}",
+        "ok, now {v}",
+        "how about {v}",
+        "same thing with {v}",
+        "then {v}",
+        "{v}?",
+        "again, {v} this time",
+    ),
+    "test": ("do {v} next", "{v} as well?", "could you redo it with {v}?"),
+}
+ELLIPSIS_FIELDS = ("index", "scene", "scenes", "method", "expression", "topic")
 # "measure flood_1 in" + "within post" -> "measure flood_1 in post"
 DOUBLED_PREPOSITION = re.compile(
     r"\b(in|inside|within|over|to|into|on)\s+(?:inside|within|over the region|in)\b"
@@ -163,16 +202,23 @@ DOUBLED_PREPOSITION = re.compile(
 @dataclass
 class Session:
     scenes: dict[str, str]
-    pair: tuple[str, str]
+    pair: tuple[str, str]  # (scene, scene) in a one-scene session
     results: dict[str, str] = field(default_factory=dict)
 
     @property
     def scene_handles(self) -> list[str]:
         return list(self.scenes)
 
+    @property
+    def single(self) -> bool:
+        return self.pair[0] == self.pair[1]
+
 
 def new_session(rng: random.Random) -> Session:
-    pre, post = rng.choice(SCENE_PAIRS)
+    if rng.random() < SINGLE_SHARE:
+        pre = post = rng.choice(SINGLE_SCENES)
+    else:
+        pre, post = rng.choice(SCENE_PAIRS)
     scenes = {pre: "scene", post: "scene"}
     if rng.random() < 0.3:
         scenes[f"{post}_sar"] = "scene"
@@ -253,9 +299,13 @@ def _draw_once(
     props = schema.get("properties", {})
     results = list(session.results)
     offered = call_arguments(spec, session.scene_handles, results)
+    if session.single and "pre" in schema.get("required", ()):
+        return None  # a before/after tool needs two scenes
     chosen: dict[str, Any] = {}
     for arg in offered:
         prop = props[arg.name]
+        if session.single and arg.name == "pre":
+            continue
         if not arg.required and (rng.random() >= optional_share or not _drawable(arg, prop)):
             continue
         if arg.choices is not None:
@@ -281,6 +331,8 @@ def _draw_once(
             chosen[arg.name] = [_free_string(arg.name, prop, session, rng)]
         else:
             chosen[arg.name] = _free_string(arg.name, prop, session, rng)
+    if "pre" not in chosen:
+        chosen.pop("align", None)  # nothing to align a single scene to
     if chosen.get("region") is not None and chosen.get("region") == chosen.get("result"):
         others = (
             [h for h in session.scenes if session.scenes[h] == "vector"]
@@ -375,7 +427,8 @@ def word_request(
         shown = values[key]
         single = value[0] if isinstance(value, list) and len(value) == 1 else value
         if deictic and pair is not None and single in pair and key in ("scene", "scenes"):
-            pieces.append(rng.choice(DEICTIC_SCENE[pair.index(single)]))
+            one = pair[0] == pair[1]
+            pieces.append(rng.choice(DEICTIC_SINGLE if one else DEICTIC_SCENE[pair.index(single)]))
             continue
         if isinstance(value, list) and len(value) == 2:
             shown = f"{value[0]} and {value[1]}"
@@ -408,3 +461,35 @@ def _tidy(text: str) -> str:
     text = re.sub(r"^(?:[:>\-]+\s*)", "", text)
     text = re.sub(r"([?.!,])[?.,]+", r"\1", text)
     return text[0].upper() + text[1:] if text and text[0].islower() and text[:2] != "pl" else text
+
+
+def vary_one(
+    spec: ToolSpec, args: dict[str, Any], session: Session, rng: random.Random
+) -> tuple[dict[str, Any], str] | None:
+    """The last call again with one value changed (another index, scene or method),
+    and the words for the new value; None when the tool has nothing to vary."""
+    for _ in range(6):
+        other = draw_arguments(spec, session, rng)
+        if other is None:
+            return None
+        changed = [k for k in ELLIPSIS_FIELDS if k in other and other[k] != args.get(k)]
+        if not changed:
+            continue
+        key = rng.choice(changed)
+        varied = {**args, key: other[key]}
+        try:
+            spec.args_model.model_validate(varied)
+        except ValueError:
+            continue
+        value = other[key]
+        shown = " and ".join(value) if isinstance(value, list) else str(value)
+        return varied, _words(shown, rng) if key == "method" else shown
+    return None
+
+
+def word_ellipsis(value_words: str, family: Family, split: Split, rng: random.Random) -> str:
+    """A terse follow-up asking for the same thing with `value_words` ("and NBR?")."""
+    text = rng.choice(ELLIPSES[split]).format(v=value_words)
+    if family.typos:
+        text = misspell(text, family.typos, rng)
+    return text

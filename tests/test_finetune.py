@@ -8,6 +8,7 @@ the cached prompt prefix, and a tiny LLaVA for the image-text path.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,10 @@ def test_requests_read_naturally_and_leave_handles_unsaid_only_in_training(split
             continue
         text, step = example.messages[0]["content"], example.messages[1]
         args = step["tool_calls"][0]["args"]
-        pre, post = [h for h, kind in example.scenes.items() if kind == "scene"][:2]
+        scenes = [h for h, kind in example.scenes.items() if kind == "scene"]
+        pre, post = (
+            scenes[:2] if len(scenes) > 1 and not scenes[1].endswith("_sar") else scenes[:1] * 2
+        )
         if any(w in text for w in DEICTIC_PAIR if w in deictic):  # "the two images"
             pair = [args["pre"], args["post"]]
             assert [h for v in pair for h in (v if isinstance(v, list) else [v])] == [pre, post]
@@ -113,7 +117,45 @@ def test_every_tool_gets_calls_that_its_args_model_accepts(splits):
                 seen.add(call["name"])
     assert seen == set(registry.names)
     kinds = {e.kind for e in splits["train"]}
-    assert kinds == {"call", "followup", "no_tool", "decline"}
+    assert kinds == {"call", "followup", "ellipsis", "no_tool", "decline"}
+
+
+def test_one_scene_sessions_get_no_before_after_calls(splits):
+    from finetune.wording import SINGLE_SCENES
+
+    single = [e for e in splits["train"] if set(e.scenes) & set(SINGLE_SCENES)]
+    assert len(single) > 0.15 * len(splits["train"])
+    for example in single:
+        for message in example.messages:
+            for call in message.get("tool_calls", []):
+                assert "pre" not in call["args"] and "align" not in call["args"], example.id
+
+
+def test_ellipsis_repeats_the_last_call_with_one_value_changed(splits):
+    from finetune.wording import ELLIPSES
+
+    for split in ("train", "test"):
+        examples = [e for e in splits[split] if e.kind == "ellipsis"]
+        assert len(examples) >= 0.04 * len(splits[split])
+        for example in examples:
+            first, second = [m["tool_calls"][0] for m in example.messages if m.get("tool_calls")]
+            assert first["name"] == second["name"]
+            changed = [k for k in second["args"] if second["args"][k] != first["args"].get(k)]
+            assert len(changed) == 1 and set(first["args"]) <= set(second["args"]), example.id
+            request = example.messages[4]["content"]
+            assert example.messages[4]["role"] == "user"
+            templates = [t.replace("{v}", "(.+)") for t in ELLIPSES[split]]
+            if example.style != "misspelled":  # typos would break the match
+                assert any(re.fullmatch(t.replace("?", r"\?"), request) for t in templates)
+
+
+def test_no_tool_and_decline_requests_of_the_test_split_are_unseen(splits):
+    def quiet(split):
+        return {
+            e.messages[-2]["content"] for e in splits[split] if e.kind in ("no_tool", "decline")
+        }
+
+    assert quiet("test") and not quiet("test") & quiet("train")
 
 
 def test_jsonl_round_trip(tmp_path, splits):
