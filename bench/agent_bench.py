@@ -1,6 +1,7 @@
 """The embedded (local) brain: start-up, speed, a one-tool turn per lever, accuracy.
 
     python bench/agent_bench.py [--out bench/agent_bench.json] [--threads N] [--quick]
+                                [--adapter DIR]
 
 - cold start: GGUF -> safetensors conversion into a temporary cache, load, prefix
   prefill (in a child process, so its peak RSS is its own);
@@ -11,6 +12,8 @@
   + constrained calls, + int8 head;
 - tool-name (and argument) accuracy on bench/data/tool_requests.jsonl, no adapter,
   with and without the name calibration.
+With `--adapter DIR` the model has that LoRA adapter merged (as `from_settings` loads
+the bundled one, so without name calibration) and the turns and the accuracy are its.
 The machine's load average is recorded beside the figures: they are only comparable
 between runs on an idle machine.
 """
@@ -174,6 +177,9 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--quick", action="store_true", help="skip the cold start and the baseline")
+    parser.add_argument(
+        "--adapter", type=Path, help="merge this LoRA adapter (e.g. finetune/adapters/local)"
+    )
     parser.add_argument("--cold-into", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
@@ -187,6 +193,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "load_avg_start": os.getloadavg(),
+        "adapter": str(args.adapter) if args.adapter else None,
     }
     if not args.quick:
         with tempfile.TemporaryDirectory() as tmp:
@@ -204,9 +211,10 @@ def main() -> None:
     if not is_converted(cache_dir()):
         convert_gguf(cache_dir())
     cpu0, started = time.process_time(), time.perf_counter()
-    model, tokenizer = load_model(cache_dir())
+    model, tokenizer = load_model(cache_dir(), args.adapter)
     loaded = time.perf_counter()
-    brain = LocalBrain(model, tokenizer)
+    calibrate = args.adapter is None  # as from_settings: calibration only without one
+    brain = LocalBrain(model, tokenizer, calibrate=calibrate)
     brain.warm_up(Settings().system_prompt(), tools)
     report["warm_start"] = {
         "load_s": loaded - started,
@@ -228,15 +236,18 @@ def main() -> None:
         levers = {k: v for k, v in levers.items() if "baseline" not in k}
     turns: dict[str, Any] = {}
     for label, options in levers.items():
-        candidate = LocalBrain(model, tokenizer, **options)
+        candidate = LocalBrain(model, tokenizer, calibrate=calibrate, **options)
         candidate.warm_up(Settings().system_prompt(), tools)
         one_turn(candidate, tools)  # warms the caches and the allocator
         turns[label] = one_turn(candidate, tools)
     report["one_tool_turn"] = turns
-    report["accuracy_no_adapter"] = accuracy(brain, tools)
-    report["accuracy_no_adapter_uncalibrated"] = accuracy(
-        LocalBrain(model, tokenizer, calibrate=False), tools
-    )
+    if args.adapter:
+        report["accuracy_adapter"] = accuracy(brain, tools)
+    else:
+        report["accuracy_no_adapter"] = accuracy(brain, tools)
+        report["accuracy_no_adapter_uncalibrated"] = accuracy(
+            LocalBrain(model, tokenizer, calibrate=False), tools
+        )
     report["peak_rss_mb_warm_process"] = peak_rss_mb()
     report["cpu_s_per_wall_s"] = (time.process_time() - cpu0) / (time.perf_counter() - started)
     report["load_avg_end"] = os.getloadavg()
@@ -247,7 +258,9 @@ def main() -> None:
         json.dumps(
             {
                 "one_tool_turn_s": summary,
-                "accuracy": report["accuracy_no_adapter"]["tool_name_correct"],
+                "accuracy": (report.get("accuracy_adapter") or report["accuracy_no_adapter"])[
+                    "tool_name_correct"
+                ],
             }
         )
     )
