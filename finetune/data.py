@@ -229,6 +229,7 @@ def build_examples(
     scene_tools = [s for s in tools if not _takes_result(s)]
     # tools whose result is a map a follow-up can export or measure
     mapping_tools = [s for s in scene_tools if "output" in s.result_model().model_fields]
+    quiet = config.no_tool_share + config.decline_share  # rolls below this need no tool
     examples: list[Example] = []
     attempts = 0
     while len(examples) < n and attempts < n * 20:
@@ -237,7 +238,6 @@ def build_examples(
         session = new_session(rng)
         roll = rng.random()
         messages: list[dict[str, Any]] = []
-        quiet = config.no_tool_share + config.decline_share
         if roll < quiet:
             bank = NO_TOOL if roll < config.no_tool_share else DECLINE
             request, reply = rng.choice(bank_split(bank, split))

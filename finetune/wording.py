@@ -332,7 +332,9 @@ def _draw_once(
         else:
             chosen[arg.name] = _free_string(arg.name, prop, session, rng)
     if "pre" not in chosen:
-        chosen.pop("align", None)  # nothing to align a single scene to
+        # flood_map's align would only move a SAR twin onto post's grid; requests
+        # without a pre scene leave it at its default
+        chosen.pop("align", None)
     if chosen.get("region") is not None and chosen.get("region") == chosen.get("result"):
         others = (
             [h for h in session.scenes if session.scenes[h] == "vector"]

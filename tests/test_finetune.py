@@ -144,9 +144,9 @@ def test_ellipsis_repeats_the_last_call_with_one_value_changed(splits):
             assert len(changed) == 1 and set(first["args"]) <= set(second["args"]), example.id
             request = example.messages[4]["content"]
             assert example.messages[4]["role"] == "user"
-            templates = [t.replace("{v}", "(.+)") for t in ELLIPSES[split]]
+            templates = [re.escape(t).replace(re.escape("{v}"), "(.+)") for t in ELLIPSES[split]]
             if example.style != "misspelled":  # typos would break the match
-                assert any(re.fullmatch(t.replace("?", r"\?"), request) for t in templates)
+                assert any(re.fullmatch(t, request) for t in templates)
 
 
 def test_no_tool_and_decline_requests_of_the_test_split_are_unseen(splits):
