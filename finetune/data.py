@@ -34,6 +34,7 @@ from finetune.phrasing import (
     TEST_FAMILIES,
     Family,
     bank_split,
+    hand_off_decline,
     misspell,
 )
 from finetune.wording import (
@@ -242,12 +243,15 @@ def build_examples(
             bank = NO_TOOL if roll < config.no_tool_share else DECLINE
             request, reply = rng.choice(bank_split(bank, split))
             kind = "no_tool" if bank is NO_TOOL else "decline"
-            if rng.random() < 0.4:  # after an analysis, so the model sees history too
-                spec = rng.choice(scene_tools)
+            hand_off = bank is DECLINE and split == "train" and rng.random() < 0.5
+            if hand_off or rng.random() < 0.4:  # after an analysis: the model sees history
+                spec = rng.choice(mapping_tools if hand_off else scene_tools)
                 args = draw_arguments(spec, session, rng)
                 if args is None:
                     continue
                 messages += _asked_and_called(spec, args, session, family, split, rng)
+                if hand_off:  # "email the flood map to ..." right after the flood map
+                    request, reply = hand_off_decline(spec.name, list(session.results)[-1], rng)
             text = misspell(request, family.typos, rng) if family.typos else request
             messages.append({"role": "user", "content": text})
             messages.append({"role": "assistant", "content": reply, "tool_calls": []})

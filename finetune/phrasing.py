@@ -269,6 +269,53 @@ DECLINE = (
 )
 HELD_OUT_REPLIES = 4
 
+# Declines composed from an action no tool performs and the result just computed, so the
+# training data holds "email the flood map ..." right after a flood map: the tool's own
+# words in a request that still needs no tool. Training only; the held-out bank's verbs
+# (upload, text) are left out.
+_HAND_OFF = (
+    ("email {obj} to {who}", "I can't send email"),
+    ("mail {obj} to {who}", "I can't send mail"),
+    ("fax {obj} to {who}", "I can't send faxes"),
+    ("forward {obj} to {who}", "I can't forward messages"),
+    ("publish {obj} on our website", "I can't publish to websites"),
+    ("tweet {obj}", "I can't post to social media"),
+    ("print {obj} for the briefing", "I can't print"),
+    ("whatsapp {obj} to {who}", "I can't send messages"),
+    ("brief {who} on {obj} by phone", "I can't make calls"),
+    ("get {obj} signed off by {who}", "I can't contact people"),
+)
+_RECIPIENTS = (
+    "civil protection",
+    "the mayor",
+    "the field team",
+    "the ministry",
+    "the insurer",
+    "the press office",
+    "my boss",
+    "the Red Cross",
+    "the county office",
+    "the fire brigade",
+)
+_PRODUCTS = ("map", "report", "results", "figures")
+
+
+def hand_off_decline(tool: str, handle: str, rng: random.Random) -> tuple[str, str]:
+    """A request to pass on the result of `tool` (stored as `handle`) by a channel no
+    tool has, and the decline that offers the export instead."""
+    spoken = tool.replace("_", " ")
+    if rng.random() < 0.3:
+        obj = handle
+    elif spoken.endswith(("map", "mask")):
+        obj = f"the {spoken}"
+    else:
+        obj = f"the {spoken} {rng.choice(_PRODUCTS)}"
+    template, cannot = rng.choice(_HAND_OFF)
+    request = template.format(obj=obj, who=rng.choice(_RECIPIENTS))
+    reply = f"{cannot}. I can export {obj} as a file (GeoTIFF, GeoJSON or PNG) for you to pass on."
+    return request, reply
+
+
 _KEYBOARD_NEIGHBOURS = dict(
     zip("qwertyuiopasdfghjklzxcvbnm", "wqrtyuoipsadfghjklzxcvbnmn", strict=True)
 )
