@@ -37,6 +37,7 @@ from finetune.phrasing import (
     hand_off_decline,
     misspell,
 )
+from finetune.results import answer_for, fake_result, shown_result
 from finetune.wording import (
     Session,
     Split,
@@ -86,86 +87,6 @@ class BuildConfig:
     ellipsis_share: float = 0.08
 
 
-# -- tool results and answers -----------------------------------------------------
-
-
-def fake_result(spec: ToolSpec, args: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """Plausible scalar fields of the tool's result model (what the brain reads)."""
-    out: dict[str, Any] = {}
-    for name, info in spec.result_model().model_fields.items():
-        text = str(info.annotation)
-        if name in args and isinstance(args[name], str):
-            out[name] = args[name]
-        elif name in ("output", "geojson", "quicklook", "path"):
-            continue
-        elif "float" in text and "list" not in text and "dict" not in text:
-            if name.endswith("_ha"):
-                out[name] = round(rng.uniform(0.5, 3000), rng.choice((1, 2)))
-            elif "fraction" in name or "share" in name:
-                out[name] = round(rng.uniform(0.001, 0.6), 4)
-            elif name in ("seconds", "took_ms"):
-                out[name] = round(rng.uniform(0.1, 20), 2)
-            else:
-                out[name] = round(rng.uniform(-0.4, 0.9), 4)
-        elif text.startswith("<class 'int'>") or text == "int | None":
-            out[name] = rng.randint(3, 250000)
-        elif "Literal" in text and info.annotation is not None:
-            choices = getattr(info.annotation, "__args__", ())
-            if choices:
-                out[name] = rng.choice(choices)
-        elif "str" in text and "list" not in text and "dict" not in text:
-            value = _string_field(name, rng)
-            if value is not None:
-                out[name] = value
-    return out
-
-
-def _string_field(name: str, rng: random.Random) -> str | None:
-    known = {
-        "sensor": ("sentinel2_l2a", "sentinel2_l1c", "landsat8", "sentinel1"),
-        "date": ("2019-09-13", "2021-07-02", "2023-02-18"),
-        "crs": ("EPSG:32630", "EPSG:32615", "EPSG:3857"),
-        "kind": ("index", "sensor"),
-        "dominant": ("dense_vegetation", "water", "built_up", "bare_soil"),
-        "threshold_method": ("otsu", "floor"),
-    }
-    return rng.choice(known[name]) if name in known else None
-
-
-def answer_for(spec: ToolSpec, handle: str, data: dict[str, Any], rng: random.Random) -> str:
-    """A one- or two-sentence answer that quotes the result's numbers."""
-    numbers = [k for k, v in data.items() if isinstance(v, float | int) and not isinstance(v, bool)]
-    dull = ("pixels", "seconds", "took_ms", "centre", "width", "height", "valid", "region_")
-    ranked = sorted(
-        numbers,
-        key=lambda k: (any(d in k for d in dull), not k.endswith("_ha"), "fraction" not in k),
-    )
-    parts = []
-    for key in ranked[:2]:
-        value = data[key]
-        label = key.removesuffix("_ha").replace("_", " ")
-        if key.endswith("_ha"):
-            parts.append(f"{label} {_round(value)} ha")
-        elif "fraction" in key or "share" in key:
-            parts.append(f"{label} {value * 100:.1f}%")
-        else:
-            parts.append(f"{label} {_round(value)}")
-    if not parts:
-        texts = [f"{k} {v}" for k, v in data.items() if isinstance(v, str) and k != "handle"]
-        parts = texts[:2] or [spec.name.replace("_", " ") + " done"]
-    body = "; ".join(parts)
-    body = body[0].upper() + body[1:]
-    return rng.choice(
-        (f"{body} ({handle}).", f"{body}, saved as {handle}.", f"Result {handle}: {body}.")
-    )
-
-
-def _round(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    return str(round(value, 3) if abs(value) < 100 else round(value, 1))
-
-
 # -- conversations ----------------------------------------------------------------
 
 
@@ -176,18 +97,12 @@ def _call_turn(
     rng: random.Random,
 ) -> list[dict[str, Any]]:
     handle = _next_handle(spec, args, session)
-    data = fake_result(spec, args, rng)
-    # a few fields keep histories short enough to train on; answers quote the first ones
-    data = dict(list(data.items())[: rng.randint(3, 6)]) if len(data) > 6 else data
+    shown = shown_result(handle, fake_result(spec, args, rng), rng)
     session.results[handle] = spec.name
     return [
         {"role": "assistant", "content": "", "tool_calls": [{"name": spec.name, "args": args}]},
-        {
-            "role": "tool",
-            "name": spec.name,
-            "content": json.dumps({"handle": handle, **data}, ensure_ascii=False),
-        },
-        {"role": "assistant", "content": answer_for(spec, handle, data, rng), "tool_calls": []},
+        {"role": "tool", "name": spec.name, "content": json.dumps(shown, ensure_ascii=False)},
+        {"role": "assistant", "content": answer_for(spec, handle, shown, rng), "tool_calls": []},
     ]
 
 

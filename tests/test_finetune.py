@@ -515,3 +515,35 @@ def test_hand_off_declines_follow_the_result_they_name_and_stay_out_of_the_test_
         assert reply["tool_calls"] == [] and "export" in reply["content"]
     test_requests = [e.messages[-2]["content"] for e in splits["test"] if e.kind == "decline"]
     assert not [r for r in test_requests if r.split()[0].lower() in verbs]
+
+
+def test_answers_quote_what_the_tool_showed_with_units_and_no_arithmetic(splits):
+    import re
+
+    checked = {"building_damage": 0, "classify_scene": 0, "export": 0}
+    for example in splits["train"]:
+        messages = example.messages
+        for tool_msg, answer in zip(messages, messages[1:], strict=False):
+            if tool_msg["role"] != "tool" or answer["role"] != "assistant":
+                continue
+            shown = json.loads(tool_msg["content"])
+            text = answer["content"]
+            assert shown["handle"] in text
+            body = text.replace(shown["handle"], "")
+            for number in re.findall(r"-?\d+(?:\.\d+)?", body):
+                assert number in tool_msg["content"], (number, text, tool_msg["content"])
+            if tool_msg["name"] == "building_damage" and "counts" in shown:
+                assert "destroyed" in text
+                checked["building_damage"] += 1
+            if tool_msg["name"] == "classify_scene" and "top_label" in shown:
+                assert shown["top_label"] in text
+                checked["classify_scene"] += 1
+            if tool_msg["name"] == "export" and "path" in shown:
+                assert shown["path"] in text
+                checked["export"] += 1
+            if any(k.endswith("_pct") for k in shown):
+                assert "%" in text or not any(
+                    k.endswith("_pct") and k.removesuffix("_pct").replace("_", " ") in text
+                    for k in shown
+                )
+    assert all(checked.values()), checked

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from agent.brains.base import BrainError, TokenCallback
 from agent.brains.constrained import CALL_OPEN, CallDecoder
 from agent.brains.parsing import CLOSE_TAG, format_tool_call, to_ai_message
+from agent.brains.readout import compact_result
 from agent.brains.text import TextBrain
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ BUNDLED_ADAPTER_DIR = Path(__file__).resolve().parents[2] / "finetune" / "adapte
 _MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 _SESSION_MARK = "\n\nIn this session:\n"
 _STOPS = ("\n###", "\n\n", CLOSE_TAG)
-_MAX_TOOL_TEXT = 320
 
 FORMAT = (
     "Call a tool with one line: "
@@ -608,29 +608,6 @@ def fixed_prefix(system: str, tools: Sequence[ToolSpec]) -> str:
         f"### System\n{system}\n\n### Tools\n{compact_catalogue(tools)}\n\n{FORMAT}\n\n"
         + "".join(shots)
     )
-
-
-def compact_result(text: str) -> str:
-    """A tool result as the small model reads it: the scalar fields of the JSON
-    (handle first, numbers rounded), or the first characters of an error."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:_MAX_TOOL_TEXT]
-    if not isinstance(data, dict):
-        return text[:_MAX_TOOL_TEXT]
-    kept: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, bool) or value is None:
-            continue
-        if isinstance(value, float):
-            kept[key] = round(value, 3) if abs(value) < 100 else round(value, 1)
-        elif isinstance(value, int) or (
-            isinstance(value, str) and len(value) <= 40 and "/" not in value
-        ):
-            kept[key] = value
-    out = json.dumps(kept, ensure_ascii=False)
-    return out if len(out) <= _MAX_TOOL_TEXT else out[:_MAX_TOOL_TEXT].rsplit(",", 1)[0] + "}"
 
 
 def from_settings(settings: Settings, **options: Any) -> LocalBrain:
