@@ -9,7 +9,9 @@ templates. The image paths are placeholders filled with the generated demo scene
 
 Each turn runs in the real loop with the conversation so far, as `eoagent run` does.
 Reported per brain: right first tool per turn, turns whose calls all ran, tool turns
-whose answer quotes a number, seconds per turn.
+whose answer quotes a number, right-tool turns whose answer holds the words the turn
+lists in `answer_mentions` (what was asked for: "destroyed", ".geojson", "Sentinel-1"),
+seconds per turn.
 
     python bench/conversation_bench.py [--adapter DIR ...] [--out bench/conversation_bench.json]
 """
@@ -93,7 +95,11 @@ def score(results: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[st
                     "got": [c["name"] for c in calls],
                     "right_tool": first == turn["expected_tool"],
                     "calls_ok": all(c["ok"] for c in calls),
-                    "answer": record.get("answer", "")[:200],
+                    "answer": record.get("answer", "")[:300],
+                    "states": all(
+                        w.lower() in record.get("answer", "").lower()
+                        for w in turn.get("answer_mentions", [])
+                    ),
                 }
             )
     tool_rows = [r for r in rows if r["expected"]]
@@ -106,6 +112,9 @@ def score(results: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[st
         "answers_with_numbers": sum(
             bool(NUMBER.search(r["answer"])) for r in tool_rows if r["right_tool"]
         ),
+        # the answer names what was asked for: "destroyed" for a damage question, the
+        # file's extension for an export, "Sentinel-1" for the radar scene's sensor
+        "answers_stating_it": sum(r["states"] for r in rows if r["right_tool"]),
         "failed_tasks": sum(bool(r.get("error")) for r in results),
         "rows": rows,
     }
@@ -153,6 +162,8 @@ def main() -> int:
         for row in body["rows"]:
             mark = "ok " if row["right_tool"] else "MISS"
             print(f"  {mark} {row['expected']!s:18} <- {row['got']} | {row['user'][:70]}")
+            if row["right_tool"] and not row["states"]:
+                print(f"       answer lacks what was asked: {row['answer'][:150]}")
     return 0
 
 

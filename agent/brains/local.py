@@ -325,7 +325,7 @@ class LocalBrain(TextBrain):
         reuse_cache: bool = True,
         constrained: bool = True,
         int8_head: bool = True,
-        max_answer_tokens: int = 40,
+        max_answer_tokens: int = 96,  # a per-class table or a caption runs to ~80
         max_free_call_tokens: int = 64,
         calibrate: bool = True,
     ) -> None:
