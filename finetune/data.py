@@ -37,7 +37,7 @@ from finetune.phrasing import (
     hand_off_decline,
     misspell,
 )
-from finetune.results import answer_for, fake_result, shown_result
+from finetune.results import answer_for, error_answer, fake_error, fake_result, shown_result
 from finetune.wording import (
     Session,
     Split,
@@ -85,6 +85,7 @@ class BuildConfig:
     no_tool_share: float = 0.06
     decline_share: float = 0.06
     ellipsis_share: float = 0.08
+    error_share: float = 0.05  # of single calls in training: the tool fails (`fake_error`)
 
 
 # -- conversations ----------------------------------------------------------------
@@ -114,12 +115,22 @@ def _asked_and_called(
     split: Split,
     rng: random.Random,
     refer_to_it: bool = False,
+    failed: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The user's request for the call, then the call, its result and the answer."""
+    """The user's request for the call, then the call, its result (or its error, with
+    `failed`) and the answer."""
     request = word_request(
         spec, args, family, split, rng, refer_to_it=refer_to_it, pair=session.pair
     )
-    return [{"role": "user", "content": request}, *_call_turn(spec, args, session, rng)]
+    if failed is None:
+        return [{"role": "user", "content": request}, *_call_turn(spec, args, session, rng)]
+    error, reason = failed
+    return [
+        {"role": "user", "content": request},
+        {"role": "assistant", "content": "", "tool_calls": [{"name": spec.name, "args": args}]},
+        {"role": "tool", "name": spec.name, "content": error},
+        {"role": "assistant", "content": error_answer(spec, reason, rng), "tool_calls": []},
+    ]
 
 
 def _next_handle(spec: ToolSpec, args: dict[str, Any], session: Session) -> str:
@@ -187,8 +198,19 @@ def build_examples(
             args = draw_arguments(first, session, rng)
             if args is None:
                 continue
-            messages += _asked_and_called(first, args, session, family, split, rng)
-            kind = "call"
+            failed = (
+                fake_error(first, args, rng)
+                if not followup and split == "train" and rng.random() < config.error_share
+                else None
+            )
+            if failed is not None:  # the tool's error comes back and the answer relays it
+                messages += _asked_and_called(
+                    first, args, session, family, split, rng, failed=failed
+                )
+                kind = "error"
+            else:
+                messages += _asked_and_called(first, args, session, family, split, rng)
+                kind = "call"
             if followup:
                 spec = rng.choice(result_tools)
                 args = draw_arguments(spec, session, rng)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import typing
 from typing import TYPE_CHECKING, Any
 
@@ -408,3 +409,90 @@ def _quantity(key: str, value: float) -> str:
 def _number(value: Any) -> str:
     """As shown: `compact_result` has rounded it, and the answer copies it."""
     return str(value)
+
+
+# -- failed calls ------------------------------------------------------------------------
+
+_WEIGHTS = {  # tools that need configured weights: (setting, what to do without them)
+    "ground": ("grounding_model", ""),
+    "detect_objects": ("detector_model", ""),
+    "segment": ("sam_model", "segment"),
+}
+
+
+_NEEDS_BANDS = (
+    "spectral_index",
+    "water_mask",
+    "flood_map",
+    "burn_severity",
+    "vegetation_change",
+    "land_cover",
+)
+
+
+def fake_error(spec: ToolSpec, args: dict[str, Any], rng: random.Random) -> tuple[str, str] | None:
+    """(the error the agent's loop could return for this call, worded as the loop and the
+    tools word it (`agent.loop.dispatch`), and its reason in one sentence); None when no
+    plausible one fits."""
+    from agent.loop import _DEFAULT_HINT, _HINTS
+    from tools.errors import BandError, EmptyResultError, NoOverlapError
+    from tools.segmentation import SEGMENT_HINT
+    from tools.vision_models import weights_missing
+
+    hints = {t: h for t, h in _HINTS}
+    choices: list[tuple[str, str, str]] = []  # (exception name, message, hint)
+    if spec.name in _WEIGHTS:
+        setting, alternative = _WEIGHTS[spec.name]
+        exc = weights_missing(setting, spec.name, SEGMENT_HINT if alternative else "")
+        choices.append((type(exc).__name__, str(exc), _DEFAULT_HINT))
+    scene = args.get("scene") or args.get("post")
+    if isinstance(scene, str) and spec.name in _NEEDS_BANDS:
+        needed = rng.choice((["nir"], ["swir1"], ["nir", "swir2"], ["green", "swir1"]))
+        purpose = str(args.get("index") or spec.name)
+        choices.append(
+            (
+                "BandError",
+                f"{purpose} needs band(s) {', '.join(needed)} but {scene}.tif has red, green, "
+                "blue; map bands explicitly (e.g. --bands nir=4,red=3) or use a scene that "
+                "has them.",
+                hints[BandError],
+            )
+        )
+    pair = [
+        args.get(k) for k in ("pre", "post", "result", "region") if isinstance(args.get(k), str)
+    ]
+    if len(pair) >= 2:
+        choices.append(
+            (
+                "NoOverlapError",
+                f"{pair[0]} and {pair[1]} do not overlap: they cover different places. "
+                "Measure it inside a region of the same area.",
+                hints[NoOverlapError],
+            )
+        )
+    if spec.name in (*_NEEDS_BANDS, "change_detection"):
+        choices.append(
+            (
+                "EmptyResultError",
+                "No valid pixels to choose a threshold from.",
+                hints[EmptyResultError],
+            )
+        )
+    if not choices:
+        return None
+    kind, message, hint = rng.choice(choices)
+    given = json.dumps(args, ensure_ascii=False)
+    error = f"Error executing tool '{spec.name}' with arguments {given}: {kind}: {message} {hint}"
+    return error, _SENTENCE.split(message)[0].rstrip(".")
+
+
+_SENTENCE = re.compile(r"(?<!e\.g)\. |; ")
+
+
+def error_answer(spec: ToolSpec, reason: str, rng: random.Random) -> str:
+    """The answer after a failed call: what failed and why, in the tool's own words; no
+    numbers that were never computed."""
+    opening = rng.choice(
+        (f"{spec.name} failed", f"I could not run {spec.name}", f"{spec.name} did not run")
+    )
+    return f"{opening}: {reason}."

@@ -117,7 +117,7 @@ def test_every_tool_gets_calls_that_its_args_model_accepts(splits):
                 seen.add(call["name"])
     assert seen == set(registry.names)
     kinds = {e.kind for e in splits["train"]}
-    assert kinds == {"call", "followup", "ellipsis", "no_tool", "decline"}
+    assert kinds == {"call", "followup", "ellipsis", "no_tool", "decline", "error"}
 
 
 def test_one_scene_sessions_get_no_before_after_calls(splits):
@@ -526,6 +526,8 @@ def test_answers_quote_what_the_tool_showed_with_units_and_no_arithmetic(splits)
         for tool_msg, answer in zip(messages, messages[1:], strict=False):
             if tool_msg["role"] != "tool" or answer["role"] != "assistant":
                 continue
+            if tool_msg["content"].startswith("Error"):
+                continue  # relayed failures: test_failed_calls_are_relayed_...
             shown = json.loads(tool_msg["content"])
             text = answer["content"]
             assert shown["handle"] in text
@@ -547,3 +549,18 @@ def test_answers_quote_what_the_tool_showed_with_units_and_no_arithmetic(splits)
                     for k in shown
                 )
     assert all(checked.values()), checked
+
+
+def test_failed_calls_are_relayed_without_invented_numbers(splits):
+    import re
+
+    failed = [e for e in splits["train"] if e.kind == "error"]
+    assert failed and not [e for e in splits["test"] if e.kind == "error"]
+    for example in failed:
+        call, tool, answer = example.messages[-3:]
+        name = call["tool_calls"][0]["name"]
+        assert tool["content"].startswith(f"Error executing tool '{name}'")
+        assert name in answer["content"] and answer["tool_calls"] == []
+        for number in re.findall(r"\d+(?:\.\d+)?", answer["content"]):
+            assert number in tool["content"], (number, answer["content"])
+        assert not example.results  # nothing was stored
