@@ -297,12 +297,16 @@ def to_messages(example: Example, system_prompt: str, upto: int | None = None) -
             ]
             out.append(AIMessage(content=row["content"], tool_calls=calls))
         elif row["role"] == "tool":
+            failed = row["content"].startswith("Error")  # a relayed failure stores nothing
             out.append(
                 ToolMessage(
-                    content=row["content"], tool_call_id=f"call_{i - 1}_0", name=row["name"]
+                    content=row["content"],
+                    tool_call_id=f"call_{i - 1}_0",
+                    name=row["name"],
+                    status="error" if failed else "success",
                 )
             )
-            handle = json.loads(row["content"]).get("handle")
+            handle = None if failed else json.loads(row["content"]).get("handle")
             if handle:
                 made[handle] = row["name"]
     return [SystemMessage(system_text(system_prompt, example.scenes, made)), *out]

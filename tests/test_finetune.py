@@ -564,3 +564,7 @@ def test_failed_calls_are_relayed_without_invented_numbers(splits):
         for number in re.findall(r"\d+(?:\.\d+)?", answer["content"]):
             assert number in tool["content"], (number, answer["content"])
         assert not example.results  # nothing was stored
+        from finetune.data import to_messages
+
+        rendered = to_messages(example, "system")  # as training encodes it
+        assert rendered[-2].status == "error" and "Error executing" in rendered[-2].content
