@@ -294,6 +294,20 @@ def _shorten(value: Any, depth: int = 0) -> Any:
 # -- the agent ------------------------------------------------------------------------
 
 
+_OWNED = re.compile(r"fail|error|could ?n[o']t|can ?n[o']t|did ?n[o']t run|unable|needs", re.I)
+
+
+def _owning_failure(answer: str, calls: list[ToolCallRecord]) -> str:
+    """The answer, or the error of the turn's last call when that call failed and the
+    answer does not say so: a small model otherwise reports fields of a result that was
+    never made. With nothing computed this turn the error replaces the answer; otherwise
+    it follows it."""
+    if not calls or calls[-1].ok or _OWNED.search(answer):
+        return answer
+    failure = f"{calls[-1].name} failed: {calls[-1].error}"
+    return f"{answer}\n\n{failure}" if any(c.ok for c in calls) and answer else failure
+
+
 def default_system_prompt() -> str:
     path = Path(__file__).resolve().parents[1] / "prompts" / "system_v1.txt"
     return path.read_text(encoding="utf-8").strip() if path.exists() else ""
@@ -388,7 +402,9 @@ class Agent:
             message = _with_call_ids(message)
             self.session.messages.append(message)
             if not message.tool_calls and not message.invalid_tool_calls:
-                turn.answer = message.text.strip()
+                turn.answer = _owning_failure(message.text.strip(), turn.tool_calls)
+                if turn.answer != message.text.strip():
+                    self.session.messages[-1] = AIMessage(content=turn.answer)
                 return
             for bad in message.invalid_tool_calls:
                 outcome = _error(

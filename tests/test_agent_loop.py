@@ -239,3 +239,20 @@ def test_missing_template_fields_render_as_na(spain_session):
     turn = Agent(ScriptedBrain(plan), spain_session).run_turn("?")
     assert "template error" in turn.answer
     assert render_answer("{flood_9.area:.1f}", []) == "<n/a: flood_9.area>"
+
+
+def test_an_answer_that_hides_a_failed_call_is_replaced_by_the_error(spain_session):
+    plan = [
+        {  # the tool fails (no such band); the answer makes up a result
+            "calls": [{"name": "spectral_index", "args": {"scene": "post_sar", "index": "NDVI"}}],
+            "answer": "Result ndvi_1: mean 0.42.",
+        },
+        {"calls": [], "answer": "Nothing else to do."},
+    ]
+    agent = Agent(ScriptedBrain(plan), spain_session)
+    turn = agent.run_turn("NDVI of the radar scene?")
+    assert turn.answer.startswith("spectral_index failed: Error executing tool 'spectral_index'")
+    assert "BandError" in turn.answer and "0.42" not in turn.answer
+    last = spain_session.messages[-1]
+    assert isinstance(last, AIMessage) and last.content == turn.answer  # history agrees
+    assert agent.run_turn("ok").answer == "Nothing else to do."  # no failed call: unchanged

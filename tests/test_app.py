@@ -251,8 +251,9 @@ def test_bad_uploads_are_reported_and_the_app_goes_on(server, tmp_path):
     assert "huge.png was not loaded: it is 60000x60000 px" in said
     assert "Upload refused" in said
     assert "scenes: none yet" in out[-1]
-    out = _send(client, "Which sensor is this?")  # still answering
-    assert _texts(out[0])[-1].startswith("post is")
+    out = _send(client, "Which sensor is this?")  # still answering, with what went wrong
+    assert _texts(out[0])[-1].startswith("scene_info failed:")
+    assert "No scene 'post'" in _texts(out[0])[-1]
 
 
 def test_upload_size_cap(server, tmp_path):
