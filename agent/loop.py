@@ -186,6 +186,15 @@ def _error(
     return ToolOutcome(call_id=call_id, record=record, content=message, artifact={"error": message})
 
 
+def failure_text(name: str, given: dict[str, Any], exc: Exception) -> str:
+    """How a tool's exception reads to the brain: the call, the error, what to do next."""
+    hint = next((h for t, h in _HINTS if isinstance(exc, t)), _DEFAULT_HINT)
+    return (
+        f"Error executing tool '{name}' with arguments {_args_text(given)}: "
+        f"{type(exc).__name__}: {one_line(str(exc))} {hint}"
+    )
+
+
 def dispatch(
     session: Session, call: Mapping[str, Any], registry: Registry | None = None
 ) -> ToolOutcome:
@@ -241,13 +250,9 @@ def dispatch(
         stored = session.store_result(name, given, result)
     except Exception as exc:
         session.abort_call()
-        hint = next((h for t, h in _HINTS if isinstance(exc, t)), _DEFAULT_HINT)
         if not isinstance(exc, EOError):
             log.warning("tool %s failed unexpectedly", name, exc_info=True)
-        message = (
-            f"Error executing tool '{name}' with arguments {_args_text(given)}: "
-            f"{type(exc).__name__}: {one_line(str(exc))} {hint}"
-        )
+        message = failure_text(name, given, exc)
         return _error(call_id, name, given, message, time.perf_counter() - started)
     duration = time.perf_counter() - started
     files = list(stored.files)

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from tools.registry import ToolSpec
 
 MAX_SHOWN = 7  # fields of a result in a training conversation, handle included
-_FILES = ("output", "geojson", "quicklook", "source", "notes")
 _KNOWN_STRINGS = {
     "sensor": ("sentinel2_l2a", "sentinel2_l1c", "landsat89_oli", "sentinel1_grd", "rgb"),
     "date": ("2019-09-13", "2021-07-02", "2023-02-18", "2024-10-30"),
@@ -49,8 +48,6 @@ def fake_result(spec: ToolSpec, args: dict[str, Any], rng: random.Random) -> dic
         text = str(info.annotation)
         if name in args and isinstance(args[name], str):
             out[name] = args[name]
-        elif name in _FILES:
-            continue
         elif "list" in text or "dict" in text:
             value = _structure(spec.name, name, info.annotation, args, rng)
             if value is not None:
@@ -64,7 +61,7 @@ def fake_result(spec: ToolSpec, args: dict[str, Any], rng: random.Random) -> dic
             if choices:
                 out[name] = rng.choice(choices)
         elif "str" in text:
-            value = _string(spec.name, name, args, out, rng)
+            value = _string(spec.name, name, args, rng)
             if value is not None:
                 out[name] = value
     return _coherent(out)
@@ -82,9 +79,7 @@ def _float(name: str, rng: random.Random) -> float:
     return round(rng.uniform(-0.4, 0.9), 4)
 
 
-def _string(
-    tool: str, name: str, args: dict[str, Any], out: dict[str, Any], rng: random.Random
-) -> str | None:
+def _string(tool: str, name: str, args: dict[str, Any], rng: random.Random) -> str | None:
     from tools.sensors import SENSORS
 
     index = str(args.get("index", ""))
@@ -99,10 +94,6 @@ def _string(
         return f"text: {args.get('text') or rng.choice(SEARCH_TEXTS)}"
     if name == "caption":
         return _caption(rng)
-    if name == "top_label":
-        return None  # set from the labels by `_coherent`
-    if name == "dominant":
-        return None
     if name == "method" and tool in ("water_mask", "flood_map"):
         return rng.choice(("optical", "sar"))
     return rng.choice(_KNOWN_STRINGS[name]) if name in _KNOWN_STRINGS else None
@@ -210,7 +201,7 @@ def _structure(
     ranked = name in ("labels", "hits", "added", "already_indexed")  # most likely first
     if ranked:
         names = rng.sample(names, min(len(names), rng.randint(2, 5)))
-    elif "dict" not in text and name in ("classes",) and tool == "detect_objects":
+    elif "dict" not in text and name == "classes" and tool == "detect_objects":
         names = rng.sample(names, min(len(names), rng.randint(1, 3)))
     shares = _shares(names, rng)
     if ranked:
@@ -316,10 +307,7 @@ _SAID = {
     "path": "file",
     "dominant": "dominant class",
 }
-_DULL = (
-    "pixels",
-    "seconds",
-    "took_ms",
+_DULL = (  # kept by compact_result but not what an answer leads with
     "centre",
     "width",
     "height",
@@ -413,13 +401,11 @@ def _number(value: Any) -> str:
 
 # -- failed calls ------------------------------------------------------------------------
 
-_WEIGHTS = {  # tools that need configured weights: (setting, what to do without them)
-    "ground": ("grounding_model", ""),
-    "detect_objects": ("detector_model", ""),
-    "segment": ("sam_model", "segment"),
+_WEIGHTS = {  # tools that need configured weights -> their setting
+    "ground": "grounding_model",
+    "detect_objects": "detector_model",
+    "segment": "sam_model",
 }
-
-
 _NEEDS_BANDS = (
     "spectral_index",
     "water_mask",
@@ -431,31 +417,26 @@ _NEEDS_BANDS = (
 
 
 def fake_error(spec: ToolSpec, args: dict[str, Any], rng: random.Random) -> tuple[str, str] | None:
-    """(the error the agent's loop could return for this call, worded as the loop and the
-    tools word it (`agent.loop.dispatch`), and its reason in one sentence); None when no
-    plausible one fits."""
-    from agent.loop import _DEFAULT_HINT, _HINTS
+    """(the error the agent's loop returns when this call raises one of the tools'
+    exceptions, and its reason in one sentence); None when no plausible one fits."""
+    from agent.loop import failure_text
     from tools.errors import BandError, EmptyResultError, NoOverlapError
     from tools.segmentation import SEGMENT_HINT
     from tools.vision_models import weights_missing
 
-    hints = {t: h for t, h in _HINTS}
-    choices: list[tuple[str, str, str]] = []  # (exception name, message, hint)
+    choices: list[Exception] = []
     if spec.name in _WEIGHTS:
-        setting, alternative = _WEIGHTS[spec.name]
-        exc = weights_missing(setting, spec.name, SEGMENT_HINT if alternative else "")
-        choices.append((type(exc).__name__, str(exc), _DEFAULT_HINT))
+        hint = SEGMENT_HINT if spec.name == "segment" else ""
+        choices.append(weights_missing(_WEIGHTS[spec.name], spec.name, hint))
     scene = args.get("scene") or args.get("post")
     if isinstance(scene, str) and spec.name in _NEEDS_BANDS:
         needed = rng.choice((["nir"], ["swir1"], ["nir", "swir2"], ["green", "swir1"]))
         purpose = str(args.get("index") or spec.name)
         choices.append(
-            (
-                "BandError",
+            BandError(
                 f"{purpose} needs band(s) {', '.join(needed)} but {scene}.tif has red, green, "
                 "blue; map bands explicitly (e.g. --bands nir=4,red=3) or use a scene that "
-                "has them.",
-                hints[BandError],
+                "has them."
             )
         )
     pair = [
@@ -463,27 +444,17 @@ def fake_error(spec: ToolSpec, args: dict[str, Any], rng: random.Random) -> tupl
     ]
     if len(pair) >= 2:
         choices.append(
-            (
-                "NoOverlapError",
+            NoOverlapError(
                 f"{pair[0]} and {pair[1]} do not overlap: they cover different places. "
-                "Measure it inside a region of the same area.",
-                hints[NoOverlapError],
+                "Measure it inside a region of the same area."
             )
         )
     if spec.name in (*_NEEDS_BANDS, "change_detection"):
-        choices.append(
-            (
-                "EmptyResultError",
-                "No valid pixels to choose a threshold from.",
-                hints[EmptyResultError],
-            )
-        )
+        choices.append(EmptyResultError("No valid pixels to choose a threshold from."))
     if not choices:
         return None
-    kind, message, hint = rng.choice(choices)
-    given = json.dumps(args, ensure_ascii=False)
-    error = f"Error executing tool '{spec.name}' with arguments {given}: {kind}: {message} {hint}"
-    return error, _SENTENCE.split(message)[0].rstrip(".")
+    exc = rng.choice(choices)
+    return failure_text(spec.name, args, exc), _SENTENCE.split(str(exc))[0].rstrip(".")
 
 
 _SENTENCE = re.compile(r"(?<!e\.g)\. |; ")
