@@ -345,9 +345,15 @@ def answer_for(spec: ToolSpec, handle: str, shown: dict[str, Any], rng: random.R
     numbers = [
         k for k, v in shown.items() if isinstance(v, int | float) and not isinstance(v, bool)
     ]
+    topical = [w[:5] for w in spec.name.split("_") if len(w) > 3]  # flood_map: "flooded_area"
     ranked = sorted(
         numbers,
-        key=lambda k: (any(d in k for d in _DULL), not k.endswith("_ha"), not k.endswith("_pct")),
+        key=lambda k: (
+            any(d in k for d in _DULL),
+            not any(w in k for w in topical),
+            not k.endswith("_ha"),
+            not k.endswith("_pct"),
+        ),
     )
     lively = [k for k in ranked if not any(d in k for d in _DULL)]
     for key in (lively or ([] if sized else ranked))[: 2 if len(parts) < 2 else 1]:
