@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,10 +185,13 @@ def score(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     want_tool = [r for r in records if r["expected_tool"]]
     no_tool = [r for r in records if not r["expected_tool"]]
     valid = names = exact = fields_ok = fields_total = 0
+    confusions: Counter[str] = Counter()  # "expected -> chosen" for the wrong tool names
     for record in want_tool:
         calls = record["predicted"].get("calls") or []
         first = calls[0] if calls else None
         expected_name = record["expected_tool"]
+        if first is None or first["name"] != expected_name:
+            confusions[f"{expected_name} -> {first['name'] if first else 'no call'}"] += 1
         expected = _normalised(expected_name, record.get("expected_args") or {}) or dict(
             record.get("expected_args") or {}
         )
@@ -219,6 +223,7 @@ def score(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "argument_accuracy": fields_ok / fields_total if fields_total else None,
         "args_exact": exact / n if n else None,
         "no_tool_accuracy": no_call / len(no_tool) if no_tool else None,
+        "confusions": dict(confusions.most_common()),
     }
 
 
@@ -338,6 +343,10 @@ def table(report: dict[str, Any]) -> str:
         for group, metrics in body["metrics"].items():
             cells = ["-" if metrics[n] is None else f"{metrics[n]:.3f}" for n in names]
             rows.append(f"| {group} | {label} | {metrics['items']} | " + " | ".join(cells) + " |")
+    for label, body in report["models"].items():
+        for group, metrics in body["metrics"].items():
+            wrong = ", ".join(f"{k} ({n})" for k, n in metrics["confusions"].items())
+            rows.append(f"\n{label} on {group}, wrong tools: {wrong or 'none'}")
     return "\n".join(rows)
 
 

@@ -239,6 +239,10 @@ def test_metrics_on_a_hand_made_prediction_file(tmp_path):
     assert metrics["argument_accuracy"] == pytest.approx(3 / 7)
     assert metrics["args_exact"] == pytest.approx(1 / 4)
     assert metrics["no_tool_accuracy"] == pytest.approx(1 / 2)
+    assert metrics["confusions"] == {
+        "burn_severity -> vegetation_change": 1,
+        "scene_info -> no call": 1,
+    }
     assert score([])["valid_call_rate"] is None
 
 
