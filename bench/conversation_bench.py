@@ -1,8 +1,9 @@
 """Multi-turn disaster-response conversations through `eoagent run`, scored per turn.
 
-bench/data/disaster_tasks.jsonl holds ten hand-written tasks (22 turns) in the
+bench/data/disaster_tasks.jsonl holds eleven hand-written tasks (25 turns) in the
 DESIGN.md task format, each turn with the tool a person would expect (`null`: no
-tool). Their wording was written for this bench, not drawn from the fine-tuning
+tool). A turn marked `expect_failure` asks for a tool that cannot run here (grounding
+without weights): its answer must pass the failure on, not invent a result. Their wording was written for this bench, not drawn from the fine-tuning
 templates. The image paths are placeholders filled with the generated demo scenes
 (`{pre}`, `{post}`, `{sar}`) and footprints made here (`{footprints}`: a grid of
 30 m squares over the scene), so the bench needs no sample data.
@@ -95,6 +96,7 @@ def score(results: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[st
                     "got": [c["name"] for c in calls],
                     "right_tool": first == turn["expected_tool"],
                     "calls_ok": all(c["ok"] for c in calls),
+                    "expect_failure": bool(turn.get("expect_failure")),
                     "answer": record.get("answer", "")[:300],
                     "states": all(
                         w.lower() in record.get("answer", "").lower()
@@ -102,7 +104,8 @@ def score(results: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[st
                     ),
                 }
             )
-    tool_rows = [r for r in rows if r["expected"]]
+    tool_rows = [r for r in rows if r["expected"] and not r["expect_failure"]]
+    failing = [r for r in rows if r["expect_failure"]]
     return {
         "turns": len(rows),
         "right_tool": sum(r["right_tool"] for r in rows),
@@ -115,6 +118,11 @@ def score(results: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[st
         # the answer names what was asked for: "destroyed" for a damage question, the
         # file's extension for an export, "Sentinel-1" for the radar scene's sensor
         "answers_stating_it": sum(r["states"] for r in rows if r["right_tool"]),
+        # the tool could not run, and the answer says why ("needs model weights")
+        "failure_turns": len(failing),
+        "failures_relayed": sum(
+            r["right_tool"] and not r["calls_ok"] and r["states"] for r in failing
+        ),
         "failed_tasks": sum(bool(r.get("error")) for r in results),
         "rows": rows,
     }
