@@ -98,7 +98,7 @@ def _call_turn(
     rng: random.Random,
 ) -> list[dict[str, Any]]:
     handle = _next_handle(spec, args, session)
-    shown = shown_result(handle, fake_result(spec, args, rng), rng)
+    shown = shown_result(handle, fake_result(spec, args, rng), rng, spec.name)
     session.results[handle] = spec.name
     return [
         {"role": "assistant", "content": "", "tool_calls": [{"name": spec.name, "args": args}]},

@@ -274,15 +274,21 @@ def _coherent(out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def shown_result(handle: str, data: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+def shown_result(
+    handle: str, data: dict[str, Any], rng: random.Random, tool: str = ""
+) -> dict[str, Any]:
     """What the brain reads of a result (the agent's `compact_result`); in training a
-    random few fields besides the headline ones, to keep histories short."""
+    random few fields besides the headline ones and the figure the tool is asked for
+    (an index's mean, the flooded area), to keep histories short."""
     shown = json.loads(compact_result(json.dumps({"handle": handle, **data}, default=str)))
     if len(shown) <= MAX_SHOWN:
         return shown
     keep = {"handle", *(k for k in shown if k in _HEADLINES or isinstance(shown[k], dict))}
     rest = [k for k in shown if k not in keep]
     keep |= set(rng.sample(rest, max(0, MAX_SHOWN - len(keep))))
+    # added after the draw, so the conversations' random choices stay what they were
+    topical = _topical(tool)
+    keep |= {k for k in shown if k == "mean" or any(w in k for w in topical)}
     return {k: v for k, v in shown.items() if k in keep}
 
 
@@ -345,7 +351,7 @@ def answer_for(spec: ToolSpec, handle: str, shown: dict[str, Any], rng: random.R
     numbers = [
         k for k, v in shown.items() if isinstance(v, int | float) and not isinstance(v, bool)
     ]
-    topical = [w[:5] for w in spec.name.split("_") if len(w) > 3]  # flood_map: "flooded_area"
+    topical = _topical(spec.name)
     ranked = sorted(
         numbers,
         key=lambda k: (
@@ -382,6 +388,11 @@ def answer_for(spec: ToolSpec, handle: str, shown: dict[str, Any], rng: random.R
     return rng.choice(
         (f"{body} ({handle}).", f"{body}, saved as {handle}.", f"Result {handle}: {body}.")
     )
+
+
+def _topical(tool: str) -> list[str]:
+    """Stems of the tool's name that its headline fields share (flood_map: 'flooded_area')."""
+    return [w[:5] for w in tool.split("_") if len(w) > 3]
 
 
 def _words(key: str) -> str:

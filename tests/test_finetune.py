@@ -524,7 +524,7 @@ def test_hand_off_declines_follow_the_result_they_name_and_stay_out_of_the_test_
 def test_answers_quote_what_the_tool_showed_with_units_and_no_arithmetic(splits):
     import re
 
-    checked = {"building_damage": 0, "classify_scene": 0, "export": 0}
+    checked = {"building_damage": 0, "classify_scene": 0, "export": 0, "spectral_index": 0}
     for example in splits["train"]:
         messages = example.messages
         for tool_msg, answer in zip(messages, messages[1:], strict=False):
@@ -547,6 +547,11 @@ def test_answers_quote_what_the_tool_showed_with_units_and_no_arithmetic(splits)
             if tool_msg["name"] == "export" and "path" in shown:
                 assert shown["path"] in text
                 checked["export"] += 1
+            if tool_msg["name"] == "spectral_index":  # the mean is always shown and quoted
+                assert f"mean {shown['mean']}" in text, (text, shown)
+                checked["spectral_index"] += 1
+            if tool_msg["name"] == "flood_map":
+                assert "flooded_area_ha" in shown and "flooded area" in text.lower()
             if any(k.endswith("_pct") for k in shown):
                 assert "%" in text or not any(
                     k.endswith("_pct") and k.removesuffix("_pct").replace("_", " ") in text
