@@ -3,10 +3,11 @@
 bench/data/disaster_tasks.jsonl holds eleven hand-written tasks (25 turns) in the
 DESIGN.md task format, each turn with the tool a person would expect (`null`: no
 tool). A turn marked `expect_failure` asks for a tool that cannot run here (grounding
-without weights): its answer must pass the failure on, not invent a result. Their wording was written for this bench, not drawn from the fine-tuning
-templates. The image paths are placeholders filled with the generated demo scenes
-(`{pre}`, `{post}`, `{sar}`) and footprints made here (`{footprints}`: a grid of
-30 m squares over the scene), so the bench needs no sample data.
+without weights): its answer must pass the failure on, not invent a result. Their
+wording was written for this bench, not drawn from the fine-tuning templates. The
+image paths are placeholders filled with the generated demo scenes (`{pre}`, `{post}`,
+`{sar}`) and footprints made here (`{footprints}`: a grid of 30 m squares over the
+scene), so the bench needs no sample data.
 
 Each turn runs in the real loop with the conversation so far, as `eoagent run` does.
 Reported per brain: right first tool per turn, turns whose calls all ran, tool turns
