@@ -96,12 +96,22 @@ def _call_turn(
     args: dict[str, Any],
     session: Session,
     rng: random.Random,
+    failed: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """The call, its result (or, with `failed`, its error) and the answer."""
+    call = {"role": "assistant", "content": "", "tool_calls": [{"name": spec.name, "args": args}]}
+    if failed is not None:  # nothing is stored; the answer relays the reason
+        error, reason = failed
+        return [
+            call,
+            {"role": "tool", "name": spec.name, "content": error},
+            {"role": "assistant", "content": error_answer(spec, reason, rng), "tool_calls": []},
+        ]
     handle = _next_handle(spec, args, session)
     shown = shown_result(handle, fake_result(spec, args, rng), rng, spec.name)
     session.results[handle] = spec.name
     return [
-        {"role": "assistant", "content": "", "tool_calls": [{"name": spec.name, "args": args}]},
+        call,
         {"role": "tool", "name": spec.name, "content": json.dumps(shown, ensure_ascii=False)},
         {"role": "assistant", "content": answer_for(spec, handle, shown, rng), "tool_calls": []},
     ]
@@ -122,15 +132,7 @@ def _asked_and_called(
     request = word_request(
         spec, args, family, split, rng, refer_to_it=refer_to_it, pair=session.pair
     )
-    if failed is None:
-        return [{"role": "user", "content": request}, *_call_turn(spec, args, session, rng)]
-    error, reason = failed
-    return [
-        {"role": "user", "content": request},
-        {"role": "assistant", "content": "", "tool_calls": [{"name": spec.name, "args": args}]},
-        {"role": "tool", "name": spec.name, "content": error},
-        {"role": "assistant", "content": error_answer(spec, reason, rng), "tool_calls": []},
-    ]
+    return [{"role": "user", "content": request}, *_call_turn(spec, args, session, rng, failed)]
 
 
 def _next_handle(spec: ToolSpec, args: dict[str, Any], session: Session) -> str:
@@ -203,14 +205,8 @@ def build_examples(
                 if not followup and split == "train" and rng.random() < config.error_share
                 else None
             )
-            if failed is not None:  # the tool's error comes back and the answer relays it
-                messages += _asked_and_called(
-                    first, args, session, family, split, rng, failed=failed
-                )
-                kind = "error"
-            else:
-                messages += _asked_and_called(first, args, session, family, split, rng)
-                kind = "call"
+            messages += _asked_and_called(first, args, session, family, split, rng, failed=failed)
+            kind = "call" if failed is None else "error"  # "error": the answer relays it
             if followup:
                 spec = rng.choice(result_tools)
                 args = draw_arguments(spec, session, rng)

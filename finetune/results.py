@@ -275,7 +275,7 @@ def _coherent(out: dict[str, Any]) -> dict[str, Any]:
 
 
 def shown_result(
-    handle: str, data: dict[str, Any], rng: random.Random, tool: str = ""
+    handle: str, data: dict[str, Any], rng: random.Random, tool: str
 ) -> dict[str, Any]:
     """What the brain reads of a result (the agent's `compact_result`); in training a
     random few fields besides the headline ones and the figure the tool is asked for

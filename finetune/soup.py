@@ -4,11 +4,10 @@
 
 Each LoRA matrix (A and B) is averaged on its own. That is the average of the weight
 updates (B @ A) only to first order, which holds when the adapters share their starting
-point and moved little from it, as a continuation of one adapter does (stage 7: 14%
-mean relative difference per matrix). PEFT's `add_weighted_adapter(..., "linear")` folds
-square roots of the weights and the scaling into both matrices; `"cat"` is exact but
-doubles the rank and the file. Adapters of different rank, alpha or target modules are
-refused.
+point and moved little from it, as a continuation of one adapter does. PEFT's
+`add_weighted_adapter(..., "linear")` folds square roots of the weights and the scaling
+into both matrices; `"cat"` is exact but doubles the rank and the file. Adapters of
+different rank, alpha or target modules are refused.
 """
 
 from __future__ import annotations
