@@ -12,7 +12,10 @@ need no tool, or ask for something no tool can do and are declined.
 Only arguments the local brain's constrained decoder can write are drawn (see
 `agent.brains.constrained.call_arguments`), so every target call is one the embedded
 model can produce. The split is by phrasing family and by intent phrase: a test
-conversation's template family and intent wording never occur in training.
+conversation's template family and intent wording never occur in training. A third
+split, "validation", words requests in training families with intents that neither
+training nor test uses (`finetune.intents.VALIDATION_INTENTS`), to choose checkpoints
+without looking at the test split.
 
 Also here: `convert_llava`, GeoChat/LLaVA instruction JSON -> chat messages with
 image parts, for VLM training.

@@ -41,10 +41,11 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    split: Literal["test", "train", "none"] = Field(
+    split: Literal["test", "validation", "train", "none"] = Field(
         default="test",
         description="Conversations from the registry builder to evaluate on (test: "
-        "held-out phrasing families), or none.",
+        "held-out phrasing families and intents; validation: training families with "
+        "intents kept for choosing checkpoints), or none.",
     )
     data: Path | None = Field(
         default=None, description="Conversations JSONL (finetune.data.Example) instead of a split."

@@ -1,8 +1,9 @@
 """Imperative ("do") and question ("ask") intent phrases per tool.
 
 The last phrase of each list is held out for the test split (`phrasing.intent_split`);
-no training phrase of a tool contains its held-out ones or is contained in them. Wording is kept
-unlike bench/data/tool_requests.jsonl, which is scored separately. `{index}`,
+no training phrase of a tool contains its held-out ones or is contained in them.
+`VALIDATION_INTENTS` hold a few more per tool for the validation split, apart from both.
+Wording is kept unlike bench/data/tool_requests.jsonl, which is scored separately. `{index}`,
 `{result}`, `{expression}` and `{topic}` take the call's argument values.
 """
 
@@ -658,5 +659,94 @@ INTENTS: dict[str, dict[str, tuple[str, ...]]] = {
             "what resolution does {topic} have",
             "which bands does {topic} use",
         ),
+    },
+}
+
+# Validation intents: written apart from both lists above and never trained on, for
+# choosing between checkpoints and adapter averages without looking at the test split.
+# `finetune.data` pairs them with the training families (the test families stay unseen).
+VALIDATION_INTENTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "scene_info": {
+        "do": ("read the metadata from", "give me the projection and band list of"),
+        "ask": ("how many bands are in", "which satellite and date is"),
+    },
+    "spectral_index": {
+        "do": ("work out {index} for", "give me the {index} numbers of"),
+        "ask": ("how strong is {index} across", "what {index} do we get for"),
+    },
+    "water_mask": {
+        "do": ("pick out the wet pixels of", "trace the shorelines in"),
+        "ask": ("which pixels are wet in", "how much is lake or river in"),
+    },
+    "flood_map": {
+        "do": ("map the inundated area with", "work out the flood footprint from"),
+        "ask": ("how much got flooded in", "how large is the inundation in"),
+    },
+    "burn_severity": {
+        "do": ("map fire severity between", "rate the burn between"),
+        "ask": ("how much area burned between", "where was the fire worst between"),
+    },
+    "vegetation_change": {
+        "do": ("chart the NDVI trend between", "show where plants died off between"),
+        "ask": ("did the vegetation get sparser between", "how much canopy was lost between"),
+    },
+    "change_detection": {
+        "do": ("locate whatever changed between", "produce a change layer for"),
+        "ask": ("how much is different between", "where has the ground changed between"),
+    },
+    "building_damage": {
+        "do": ("rate each structure for damage using", "tell me which houses are wrecked using"),
+        "ask": ("how many structures are destroyed according to", "which homes are wrecked per"),
+    },
+    "zonal_stats": {
+        "do": ("break down {result} by the zones in", "sum up {result} for the area of"),
+        "ask": ("how much of {result} sits inside", "what is the sum of {result} over"),
+    },
+    "export": {
+        "do": ("store as a GeoTIFF", "hand over a raster file of"),
+        "ask": ("could you hand me a raster of", "can I take home a copy of"),
+    },
+    "land_cover": {
+        "do": ("map the surface classes of", "classify each pixel's land type in"),
+        "ask": ("how much is vegetation, water or urban in", "which surface types make up"),
+    },
+    "describe_scene": {
+        "do": ("describe the view in", "put into words the content of"),
+        "ask": ("what is happening in", "what is pictured in"),
+    },
+    "add_to_archive": {
+        "do": ("store for later retrieval", "add to the scene library"),
+        "ask": ("can you keep for later searches", "could you add to our scene library"),
+    },
+    "search_archive": {
+        "do": ("pull up earlier images of", "find stored pictures like"),
+        "ask": ("what older images do we hold of", "do we have any records of"),
+    },
+    "classify_scene": {
+        "do": ("sort into a scene category", "assign one category to"),
+        "ask": ("what type of place is", "which category describes"),
+    },
+    "synthesize_image": {
+        "do": ("overlay fake clouds on", "simulate a hazy day over"),
+        "ask": ("how would appear with fog,", "can you blur"),
+    },
+    "detect_objects": {
+        "do": ("find and count items in", "locate every item in"),
+        "ask": ("how many items are visible in", "what items show up in"),
+    },
+    "ground": {
+        "do": ("find where {expression} is in", "outline {expression} in"),
+        "ask": ("where would I spot {expression} in", "where does {expression} appear in"),
+    },
+    "segment": {
+        "do": ("cut the object out of", "produce the object's mask from"),
+        "ask": (
+            "how large an area does the object take in",
+            "what does the object's mask look like in",
+        ),
+    },
+    "domain_lookup": {
+        "do": ("give me background on {topic}", "spell out {topic}"),
+        "ask": ("what do we use {topic} for", "which bands go into {topic}"),
     },
 }

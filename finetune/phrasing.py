@@ -6,8 +6,9 @@ without an entry in `INTENTS` get intents made from their registry description, 
 new tool gets requests without new code; an entry only adds domain vocabulary.
 
 Families are the unit of the train/test split: a test family's templates are never
-seen in training. Each style (terse, polite, verbose, non-native, jargon, question,
-misspelled) has several families so that every style is present on both sides.
+seen in training (the validation split uses the training families with unseen intents).
+Each style (terse, polite, verbose, non-native, jargon, question, misspelled) has
+several families so that every style is present on both sides.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from finetune.intents import INTENTS as INTENTS
+from finetune.intents import VALIDATION_INTENTS
 
 
 @dataclass(frozen=True)
@@ -374,10 +376,17 @@ def intents_from_description(name: str, description: str) -> dict[str, tuple[str
 
 
 def bank_split(bank: tuple[tuple[str, str], ...], split: str) -> tuple[tuple[str, str], ...]:
-    """No-tool and decline requests: the last `HELD_OUT_REPLIES` are the test split's."""
-    return bank[:-HELD_OUT_REPLIES] if split == "train" else bank[-HELD_OUT_REPLIES:]
+    """No-tool and decline requests: the last `HELD_OUT_REPLIES` are the test split's;
+    the validation split, which measures tool choice, reuses the training ones."""
+    return bank[-HELD_OUT_REPLIES:] if split == "test" else bank[:-HELD_OUT_REPLIES]
 
 
-def intent_split(phrases: tuple[str, ...], split: str) -> tuple[str, ...]:
-    """Training intents are all but the last; the test split gets only the last."""
-    return phrases[:-1] if split == "train" else phrases[-1:]
+def intent_split(tool: str, phrases: tuple[str, ...], form: str, split: str) -> tuple[str, ...]:
+    """Training intents are all but the last; the test split gets only the last; the
+    validation split gets the tool's `VALIDATION_INTENTS` (the training ones for a tool
+    without them, such as a new tool whose intents come from its description)."""
+    if split == "test":
+        return phrases[-1:]
+    if split == "validation" and tool in VALIDATION_INTENTS:
+        return VALIDATION_INTENTS[tool][form]
+    return phrases[:-1]

@@ -22,7 +22,7 @@ from finetune.phrasing import INTENTS, Family, intent_split, intents_from_descri
 if TYPE_CHECKING:
     from tools.registry import ToolSpec
 
-Split = Literal["train", "test"]
+Split = Literal["train", "validation", "test"]
 
 SCENE_PAIRS = (
     ("pre", "post"),
@@ -404,7 +404,7 @@ def word_request(
     intents = INTENTS.get(spec.name) or intents_from_description(spec.name, spec.description)
     template = rng.choice(family.templates)
     form = "ask" if "{ask}" in template else "do"
-    intent = rng.choice(intent_split(intents[form], split))
+    intent = rng.choice(intent_split(spec.name, intents[form], form, split))
     slots = {n for _, n, _, _ in string.Formatter().parse(intent) if n}
     values = {k: (", ".join(v) if isinstance(v, list) else str(v)) for k, v in args.items()}
     if refer_to_it and "result" in args:
@@ -491,7 +491,8 @@ def vary_one(
 
 def word_ellipsis(value_words: str, family: Family, split: Split, rng: random.Random) -> str:
     """A terse follow-up asking for the same thing with `value_words` ("and NBR?")."""
-    text = rng.choice(ELLIPSES[split]).format(v=value_words)
+    side = "test" if split == "test" else "train"  # validation varies intents only
+    text = rng.choice(ELLIPSES[side]).format(v=value_words)
     if family.typos:
         text = misspell(text, family.typos, rng)
     return text

@@ -107,6 +107,38 @@ def test_requests_read_naturally_and_leave_handles_unsaid_only_in_training(split
             ], tool
 
 
+def test_validation_split_words_requests_with_its_own_intents(splits):
+    from finetune.intents import INTENTS, VALIDATION_INTENTS
+
+    assert set(VALIDATION_INTENTS) == set(INTENTS)
+    for tool, forms in VALIDATION_INTENTS.items():  # apart from training and test intents
+        known = [p.lower() for ps in INTENTS[tool].values() for p in ps]
+        for phrase in (p.lower() for ps in forms.values() for p in ps):
+            assert not [p for p in known if p in phrase or phrase in p], (tool, phrase)
+    tools = list(get_registry())
+    validation = build_examples(tools, 80, "validation", seed=3)
+    assert [e.to_json() for e in validation] == [
+        e.to_json() for e in build_examples(tools, 80, "validation", seed=3)
+    ]
+    assert not {e.family for e in validation} & TEST_FAMILIES
+    train_requests = {
+        m["content"] for e in splits["train"] for m in e.messages if m["role"] == "user"
+    }
+    calls = [e for e in validation if e.kind == "call" and e.style != "misspelled"]
+    assert len(calls) > 20
+    for example in calls:
+        request = example.messages[0]["content"]
+        assert request not in train_requests
+        tool = example.messages[1]["tool_calls"][0]["name"]
+        # the longest literal piece of some validation intent of the called tool is there
+        pieces = [
+            max(re.split(r"\{\w+\}", p), key=len).strip().lower()
+            for ps in VALIDATION_INTENTS[tool].values()
+            for p in ps
+        ]
+        assert any(piece in request.lower() for piece in pieces), (tool, request)
+
+
 def test_every_tool_gets_calls_that_its_args_model_accepts(splits):
     registry = get_registry()
     seen = set()
