@@ -108,6 +108,58 @@ FAMILIES: tuple[Family, ...] = (
     Family("typo_a", "misspelled", ("{do} {on}", "pls {do} {on}"), typos=0.3),
     Family("typo_b", "misspelled", ("can u {do} {on}", "{ask} {on}?"), typos=0.3),
     Family("typo_c", "misspelled", ("need to {do} {on} asap", "{ask} {on}"), typos=0.35),
+    # more training families (stage 8): the held-out families above stay unseen, but
+    # more templates per style teach the tool choice apart from the sentence around it
+    Family("terse_e", "terse", ("{do} {on} now", "task: {do} {on}")),
+    Family("terse_f", "terse", ("q: {ask} {on}?", "{ask} {on}, roughly?")),
+    Family(
+        "polite_d",
+        "polite",
+        ("Could I ask you to {do} {on}?", "If you have a moment, {do} {on}, please."),
+    ),
+    Family(
+        "polite_e",
+        "polite",
+        ("Could you let me know {ask} {on}?", "I'd appreciate knowing {ask} {on}."),
+    ),
+    Family(
+        "verbose_d",
+        "verbose",
+        (
+            "Following yesterday's storm the municipality has asked us for numbers. "
+            "Could you {do} {on}? The figures go into our report.",
+            "Before the meeting with the donors I would like to {do} {on}, if that works "
+            "with the data we have.",
+        ),
+    ),
+    Family(
+        "verbose_e",
+        "verbose",
+        (
+            "The mayor's office keeps calling us about this, so let me ask directly: {ask} {on}?",
+            "I have looked at the images myself but I'm not sure, so: {ask} {on}?",
+        ),
+    ),
+    Family(
+        "nonnative_d",
+        "nonnative",
+        ("You can {do} {on}? Is urgent.", "I am need that you {do} {on}, thanks you."),
+    ),
+    Family("nonnative_e", "nonnative", ("Please say {ask} {on}?", "I want know {ask} {on}.")),
+    Family(
+        "jargon_d",
+        "jargon",
+        ("Tasking from the coordination cell: {do} {on}.", "GIS desk, next item: {do} {on}."),
+    ),
+    Family(
+        "jargon_e",
+        "jargon",
+        ("Needed for the flash appeal: {ask} {on}?", "Cluster lead wants to know {ask} {on}."),
+    ),
+    Family(
+        "question_d", "question", ("Quick question: {ask} {on}?", "Out of curiosity, {ask} {on}?")
+    ),
+    Family("typo_d", "misspelled", ("plz {do} {on} thx", "hey {ask} {on}"), typos=0.3),
 )
 
 # The held-out families: one of each style (and at least one with each intent form).
