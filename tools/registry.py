@@ -322,6 +322,10 @@ class SynthesizeImageArgs(ToolArgs):
 
 
 class DetectObjectsArgs(ToolArgs):
+    # JSON Schema's dependentRequired, read by the local brain's call decoder: a call
+    # with a scene is not closed before it names the classes (the validator says why)
+    model_config = ConfigDict(json_schema_extra={"dependentRequired": {"scene": ["classes"]}})
+
     scene: str | None = Field(
         default=None,
         description="Handle of a loaded image to search with the open-vocabulary detector "
@@ -373,6 +377,10 @@ class GroundArgs(ToolArgs):
 
 
 class SegmentArgs(ToolArgs):
+    model_config = ConfigDict(
+        json_schema_extra={"dependentRequired": {"point": ["scene"], "box": ["scene"]}}
+    )
+
     scene: str | None = Field(
         default=None,
         description=SCENE_HELP + " May be left out with ground_result (its scene is used).",

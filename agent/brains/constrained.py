@@ -21,7 +21,7 @@ import functools
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ class _Arg:
     required: bool
     choices: tuple[str, ...] | None  # JSON texts of allowed values; None: free value
     kind: str  # "choice", "string", "string_list" (one free string) or "number"
+    needs: tuple[str, ...] = ()  # required once this one is given (dependentRequired)
 
 
 def _handles_from(description: str, scenes: Sequence[str], results: Sequence[str]) -> list[str]:
@@ -110,9 +111,11 @@ def call_arguments(spec: ToolSpec, scenes: Sequence[str], results: Sequence[str]
     enums and booleans are choices, handle fields choose among the session's handles
     (scenes, or results for a field described as a result's handle), lists of handles
     choose among one or two distinct handles. Object-valued arguments are left out
-    (their defaults apply)."""
+    (their defaults apply). An argument listed in the schema's `dependentRequired`
+    carries the arguments it makes required."""
     schema = spec.parameters_schema()
     required = set(schema.get("required", []))
+    dependent = schema.get("dependentRequired", {})
     args: list[_Arg] = []
     for name, prop in schema.get("properties", {}).items():
         options = [p for p in prop.get("anyOf", [prop]) if p.get("type") != "null"]
@@ -142,7 +145,10 @@ def call_arguments(spec: ToolSpec, scenes: Sequence[str], results: Sequence[str]
         else:
             free_kind = "string" if kind == "string" else "number"
             args.append(_Arg(name, name in required, None, free_kind))
-    return args
+    offered = {a.name for a in args}
+    return [
+        replace(a, needs=tuple(n for n in dependent.get(a.name, ()) if n in offered)) for a in args
+    ]
 
 
 @functools.cache
@@ -260,9 +266,11 @@ class CallDecoder:
 
 def _glues(args: Sequence[_Arg], given: set[str], *, opened: bool) -> list[str]:
     """What may follow: another argument's key, or the end of the call once every
-    required argument is given."""
+    required argument is given, and every argument a given one needs."""
     lead = ", " if opened else " {"
     glues = [f'{lead}"{a.name}":' for a in args if a.name not in given]
-    if all(a.name in given for a in args if a.required):
+    needed = {a.name for a in args if a.required}
+    needed.update(n for a in args if a.name in given for n in a.needs)
+    if needed <= given:
         glues.append("}}" if opened else " {}}")
     return glues
