@@ -152,6 +152,12 @@ def test_call_arguments_follow_the_schema():
     assert flood["align"].choices == ("true", "false") and not flood["pre"].required
     index = {a.name: a for a in call_arguments(registry["spectral_index"], ["pre"], [])}
     assert index["index"].kind == "string" and "constants" not in index
+    # before any result exists a result handle cannot be given (stage 7 once wrote the
+    # scene 's2_2020' into detect_objects' result as free text)
+    detect = {a.name for a in call_arguments(registry["detect_objects"], ["pre", "post"], [])}
+    assert "scene" in detect and "result" not in detect
+    later = {a.name: a for a in call_arguments(registry["detect_objects"], ["pre"], ["flood_1"])}
+    assert later["result"].choices == ('"flood_1"',)
 
 
 def _turn(brain: LocalBrain, tools):

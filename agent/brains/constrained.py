@@ -109,7 +109,8 @@ def _handles_from(description: str, scenes: Sequence[str], results: Sequence[str
 def call_arguments(spec: ToolSpec, scenes: Sequence[str], results: Sequence[str]) -> list[_Arg]:
     """The arguments of `spec` as the grammar offers them, from its JSON schema:
     enums and booleans are choices, handle fields choose among the session's handles
-    (scenes, or results for a field described as a result's handle), lists of handles
+    (scenes, or results for a field described as a result's handle; left out when the
+    session has none of that kind, not offered as free text), lists of handles
     choose among one or two distinct handles. Object-valued arguments are left out
     (their defaults apply). An argument listed in the schema's `dependentRequired`
     carries the arguments it makes required."""
@@ -122,6 +123,8 @@ def call_arguments(spec: ToolSpec, scenes: Sequence[str], results: Sequence[str]
         main = options[0] if options else {}
         kind = main.get("type")
         handles = _handles_from(prop.get("description", ""), scenes, results)
+        if not handles and prop.get("description", "").lower().startswith("handle"):
+            continue  # the session has no handle of this kind: nothing valid to give
         choices: list[Any] | None = None
         if "enum" in main:
             choices = list(main["enum"])
