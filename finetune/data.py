@@ -175,7 +175,10 @@ def build_examples(
             request, reply = rng.choice(bank_split(bank, split))
             kind = "no_tool" if bank is NO_TOOL else "decline"
             hand_off = bank is DECLINE and split == "train" and rng.random() < 0.5
-            if hand_off or rng.random() < 0.4:  # after an analysis: the model sees history
+            if hand_off and rng.random() < 0.3:  # "email the flood report" before any map
+                spec = rng.choice(mapping_tools)
+                request, reply = hand_off_decline(spec.name, None, rng)
+            elif hand_off or rng.random() < 0.4:  # after an analysis: the model sees history
                 spec = rng.choice(mapping_tools if hand_off else scene_tools)
                 args = draw_arguments(spec, session, rng)
                 if args is None:

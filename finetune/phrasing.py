@@ -354,19 +354,23 @@ _RECIPIENTS = (
 _PRODUCTS = ("map", "report", "results", "figures")
 
 
-def hand_off_decline(tool: str, handle: str, rng: random.Random) -> tuple[str, str]:
-    """A request to pass on the result of `tool` (stored as `handle`) by a channel no
-    tool has, and the decline that offers the export instead."""
+def hand_off_decline(tool: str, handle: str | None, rng: random.Random) -> tuple[str, str]:
+    """A request to pass on the result of `tool` (stored as `handle`; None when it has
+    not been computed yet) by a channel no tool has, and the decline that offers the
+    export instead. "the flood report" names flood_map's product as well as "the flood
+    map" does."""
     spoken = tool.replace("_", " ")
-    if rng.random() < 0.3:
+    if handle is not None and rng.random() < 0.3:
         obj = handle
-    elif spoken.endswith(("map", "mask")):
+    elif spoken.endswith(("map", "mask")) and rng.random() < 0.6:
         obj = f"the {spoken}"
     else:
-        obj = f"the {spoken} {rng.choice(_PRODUCTS)}"
+        stem = spoken.removesuffix(" map").removesuffix(" mask")
+        obj = f"the {stem} {rng.choice(_PRODUCTS)}"
     template, cannot = rng.choice(_HAND_OFF)
     request = template.format(obj=obj, who=rng.choice(_RECIPIENTS))
-    reply = f"{cannot}. I can export {obj} as a file (GeoTIFF, GeoJSON or PNG) for you to pass on."
+    offer = "export" if handle is not None else "make and export"
+    reply = f"{cannot}. I can {offer} {obj} as a file (GeoTIFF, GeoJSON or PNG) for you to pass on."
     return request, reply
 
 

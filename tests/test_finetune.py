@@ -542,13 +542,20 @@ def test_hand_off_declines_follow_the_result_they_name_and_stay_out_of_the_test_
         for e in splits["train"]
         if e.kind == "decline" and e.messages[-2]["content"].split()[0].lower() in verbs
     ]
-    assert len(hand_offs) >= 3
+    after = before = 0
     for example in hand_offs:
         request, reply = example.messages[-2]["content"], example.messages[-1]
-        tool = next(m for m in example.messages if m.get("tool_calls"))["tool_calls"][0]["name"]
-        handle = list(example.results)[-1]
-        assert handle in request or tool.replace("_", " ") in request.lower(), request
         assert reply["tool_calls"] == [] and "export" in reply["content"]
+        calls = [m["tool_calls"][0] for m in example.messages if m.get("tool_calls")]
+        if not calls:  # "email the flood report" before any map: offer to make it
+            assert "make and export" in reply["content"], reply
+            before += 1
+            continue
+        after += 1
+        stem = calls[0]["name"].replace("_", " ").removesuffix(" map").removesuffix(" mask")
+        if example.style != "misspelled":
+            assert list(example.results)[-1] in request or stem in request.lower(), request
+    assert after >= 3 and before >= 1
     test_requests = [e.messages[-2]["content"] for e in splits["test"] if e.kind == "decline"]
     assert not [r for r in test_requests if r.split()[0].lower() in verbs]
 
