@@ -13,9 +13,9 @@ Only arguments the local brain's constrained decoder can write are drawn (see
 `agent.brains.constrained.call_arguments`), so every target call is one the embedded
 model can produce. The split is by phrasing family and by intent phrase: a test
 conversation's template family and intent wording never occur in training. A third
-split, "validation", words requests in training families with intents that neither
-training nor test uses (`finetune.intents.VALIDATION_INTENTS`), to choose checkpoints
-without looking at the test split.
+split, "validation", words requests in families and with intents that neither training
+nor test uses (`VALIDATION_FAMILIES`, `finetune.intents.VALIDATION_INTENTS`), to
+choose checkpoints without looking at the test split.
 
 Also here: `convert_llava`, GeoChat/LLaVA instruction JSON -> chat messages with
 image parts, for VLM training.
@@ -35,6 +35,7 @@ from finetune.phrasing import (
     FAMILIES,
     NO_TOOL,
     TEST_FAMILIES,
+    VALIDATION_FAMILIES,
     Family,
     bank_split,
     hand_off_decline,
@@ -147,7 +148,10 @@ def _next_handle(spec: ToolSpec, args: dict[str, Any], session: Session) -> str:
 
 
 def _families(split: Split) -> list[Family]:
-    return [f for f in FAMILIES if (f.name in TEST_FAMILIES) == (split == "test")]
+    held = {"test": TEST_FAMILIES, "validation": VALIDATION_FAMILIES}
+    if split in held:
+        return [f for f in FAMILIES if f.name in held[split]]
+    return [f for f in FAMILIES if f.name not in TEST_FAMILIES | VALIDATION_FAMILIES]
 
 
 def build_examples(

@@ -664,7 +664,7 @@ INTENTS: dict[str, dict[str, tuple[str, ...]]] = {
 
 # Validation intents: written apart from both lists above and never trained on, for
 # choosing between checkpoints and adapter averages without looking at the test split.
-# `finetune.data` pairs them with the training families (the test families stay unseen).
+# `finetune.data` pairs them with the validation families, also never trained on.
 VALIDATION_INTENTS: dict[str, dict[str, tuple[str, ...]]] = {
     "scene_info": {
         "do": ("read the metadata from", "give me the projection and band list of"),

@@ -6,7 +6,7 @@ without an entry in `INTENTS` get intents made from their registry description, 
 new tool gets requests without new code; an entry only adds domain vocabulary.
 
 Families are the unit of the train/test split: a test family's templates are never
-seen in training (the validation split uses the training families with unseen intents).
+seen in training, nor are the validation split's (which has its own intents, too).
 Each style (terse, polite, verbose, non-native, jargon, question, misspelled) has
 several families so that every style is present on both sides.
 """
@@ -108,8 +108,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("typo_a", "misspelled", ("{do} {on}", "pls {do} {on}"), typos=0.3),
     Family("typo_b", "misspelled", ("can u {do} {on}", "{ask} {on}?"), typos=0.3),
     Family("typo_c", "misspelled", ("need to {do} {on} asap", "{ask} {on}"), typos=0.35),
-    # more training families (stage 8): the held-out families above stay unseen, but
-    # more templates per style teach the tool choice apart from the sentence around it
+    # the validation families (`VALIDATION_FAMILIES`), two per style: never trained on
     Family("terse_e", "terse", ("{do} {on} now", "task: {do} {on}")),
     Family("terse_f", "terse", ("q: {ask} {on}?", "{ask} {on}, roughly?")),
     Family(
@@ -165,6 +164,16 @@ FAMILIES: tuple[Family, ...] = (
 # The held-out families: one of each style (and at least one with each intent form).
 TEST_FAMILIES = frozenset(
     {"terse_c", "polite_c", "verbose_c", "nonnative_b", "jargon_b", "question_c", "typo_b"}
+)
+# Families of the validation split, apart from training and test alike, so that a
+# checkpoint is chosen on unseen sentences as well as unseen intents. (Trained on, as
+# a continuation of stage 7 did, they lifted validation from 0.957 to 0.971 tool-name
+# accuracy while the test split fell from 0.917 to 0.861.)
+VALIDATION_FAMILIES = frozenset(
+    {
+        *("terse_e", "terse_f", "polite_d", "polite_e", "verbose_d", "verbose_e"),
+        *("nonnative_d", "nonnative_e", "jargon_d", "jargon_e", "question_d", "typo_d"),
+    }
 )
 
 # Requests that need no tool, and what the assistant says.

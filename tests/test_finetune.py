@@ -27,7 +27,7 @@ from finetune.data import (  # noqa: E402
     write_jsonl,
 )
 from finetune.evaluate import score, score_file  # noqa: E402
-from finetune.phrasing import TEST_FAMILIES  # noqa: E402
+from finetune.phrasing import TEST_FAMILIES, VALIDATION_FAMILIES  # noqa: E402
 from finetune.train import (  # noqa: E402
     FinetuneConfig,
     batch_loss,
@@ -58,6 +58,7 @@ def test_split_families_and_intents_are_disjoint(splits):
     test_families = {e.family for e in splits["test"]}
     assert not train_families & test_families
     assert test_families <= TEST_FAMILIES
+    assert not train_families & VALIDATION_FAMILIES and not TEST_FAMILIES & VALIDATION_FAMILIES
     train_requests = {
         m["content"] for e in splits["train"] for m in e.messages if m["role"] == "user"
     }
@@ -107,7 +108,7 @@ def test_requests_read_naturally_and_leave_handles_unsaid_only_in_training(split
             ], tool
 
 
-def test_validation_split_words_requests_with_its_own_intents(splits):
+def test_validation_split_words_requests_with_its_own_families_and_intents(splits):
     from finetune.intents import INTENTS, VALIDATION_INTENTS
 
     assert set(VALIDATION_INTENTS) == set(INTENTS)
@@ -120,7 +121,7 @@ def test_validation_split_words_requests_with_its_own_intents(splits):
     assert [e.to_json() for e in validation] == [
         e.to_json() for e in build_examples(tools, 80, "validation", seed=3)
     ]
-    assert not {e.family for e in validation} & TEST_FAMILIES
+    assert {e.family for e in validation} == VALIDATION_FAMILIES
     train_requests = {
         m["content"] for e in splits["train"] for m in e.messages if m["role"] == "user"
     }
