@@ -158,6 +158,15 @@ def test_call_arguments_follow_the_schema():
     assert "scene" in detect and "result" not in detect
     later = {a.name: a for a in call_arguments(registry["detect_objects"], ["pre"], ["flood_1"])}
     assert later["result"].choices == ('"flood_1"',)
+    # a number the model writes out of the field's bounds is moved inside them (stage 7
+    # wrote score_threshold 2 for a 0-1 field); exclusive bounds are left to the Args model
+    from agent.brains.constrained import _within
+
+    threshold = later["score_threshold"]
+    assert threshold.bounds == (0, 1) and later["max_area_ha"].bounds == (None, None)
+    assert [_within(threshold, v) for v in (" 2", " 0.5", " -1")] == [" 1", " 0.5", " 0"]
+    args = {"scene": "pre", "classes": ["car"], "score_threshold": float(_within(threshold, " 2"))}
+    registry["detect_objects"].args_model.model_validate(args)
 
 
 def _turn(brain: LocalBrain, tools):

@@ -97,6 +97,7 @@ class _Arg:
     choices: tuple[str, ...] | None  # JSON texts of allowed values; None: free value
     kind: str  # "choice", "string", "string_list" (one free string) or "number"
     needs: tuple[str, ...] = ()  # required once this one is given (dependentRequired)
+    bounds: tuple[float | None, float | None] = (None, None)  # a number's minimum, maximum
 
 
 def _handles_from(description: str, scenes: Sequence[str], results: Sequence[str]) -> list[str]:
@@ -147,7 +148,8 @@ def call_arguments(spec: ToolSpec, scenes: Sequence[str], results: Sequence[str]
             args.append(_Arg(name, name in required, texts, "choice"))
         else:
             free_kind = "string" if kind == "string" else "number"
-            args.append(_Arg(name, name in required, None, free_kind))
+            bounds = (main.get("minimum"), main.get("maximum"))
+            args.append(_Arg(name, name in required, None, free_kind, bounds=bounds))
     offered = {a.name for a in args}
     return [
         replace(a, needs=tuple(n for n in dependent.get(a.name, ()) if n in offered)) for a in args
@@ -230,7 +232,7 @@ class CallDecoder:
                 piece = self._choose(model, [f" {c}{g}" for c in arg.choices for g in glues])
                 continue
             value = self._free_value(model, arg)
-            text += value
+            text += _within(arg, value)
             close = {"string": '"', "string_list": '"]'}.get(arg.kind, "")
             piece = self._choose(model, [close + g for g in glues])
 
@@ -265,6 +267,20 @@ class CallDecoder:
         if arg.kind != "number":
             return opening + value.replace("\\", "\\\\")
         return opening + value.strip()
+
+
+def _within(arg: _Arg, value: str) -> str:
+    """A number moved into the schema's inclusive bounds (a threshold of 2 where the
+    field allows 0-1 becomes 1), so that the Args model accepts the call."""
+    low, high = arg.bounds
+    if arg.kind != "number":
+        return value
+    number = float(value)
+    if low is not None and number < low:
+        return f" {low:g}"
+    if high is not None and number > high:
+        return f" {high:g}"
+    return value
 
 
 def _glues(args: Sequence[_Arg], given: set[str], *, opened: bool) -> list[str]:
