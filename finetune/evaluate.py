@@ -56,7 +56,8 @@ class EvalConfig(BaseModel):
         "tool) and optional 'expected_args' are scored.",
     )
     requests: Path | None = Field(
-        default=BENCH_REQUESTS, description="Bench requests JSONL (bench/data/tool_requests.jsonl)."
+        default=BENCH_REQUESTS,
+        description="Bench requests JSONL (bench/data/tool_requests.jsonl); 'none' skips them.",
     )
     adapter: Path | None = Field(
         default=None, description="Adapter to evaluate; the bundled one when unset."
@@ -282,7 +283,7 @@ def collect_items(config: EvalConfig) -> list[Item]:
         items += split_items(examples[: config.limit], system, group=config.split)
     if config.tasks is not None:
         items += task_items(config.tasks, system)
-    if config.requests is not None and config.requests.is_file():
+    if config.requests is not None and str(config.requests) != "none":
         items += request_items(config.requests, system)
     return items
 
