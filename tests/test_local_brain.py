@@ -164,7 +164,12 @@ def test_call_arguments_follow_the_schema():
 
     threshold = later["score_threshold"]
     assert threshold.bounds == (0, 1) and later["max_area_ha"].bounds == (None, None)
-    assert [_within(threshold, v) for v in (" 2", " 0.5", " -1")] == [" 1", " 0.5", " 0"]
+    assert [_within(threshold, v) for v in (" 2", " 0.5", " -1", " -")] == [
+        " 1",
+        " 0.5",
+        " 0",
+        " -",
+    ]
     args = {"scene": "pre", "classes": ["car"], "score_threshold": float(_within(threshold, " 2"))}
     registry["detect_objects"].args_model.model_validate(args)
 

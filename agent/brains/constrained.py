@@ -275,7 +275,10 @@ def _within(arg: _Arg, value: str) -> str:
     low, high = arg.bounds
     if arg.kind != "number":
         return value
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:  # not a number ("-" when the token budget ran out): left as written
+        return value
     if low is not None and number < low:
         return f" {low:g}"
     if high is not None and number > high:
