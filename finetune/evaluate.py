@@ -44,8 +44,8 @@ class EvalConfig(BaseModel):
     split: Literal["test", "validation", "train", "none"] = Field(
         default="test",
         description="Conversations from the registry builder to evaluate on (test: "
-        "held-out phrasing families and intents; validation: training families with "
-        "intents kept for choosing checkpoints), or none.",
+        "held-out phrasing families and intents; validation: other families and intents, "
+        "never trained on, for choosing checkpoints), or none.",
     )
     data: Path | None = Field(
         default=None, description="Conversations JSONL (finetune.data.Example) instead of a split."

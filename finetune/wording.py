@@ -491,7 +491,7 @@ def vary_one(
 
 def word_ellipsis(value_words: str, family: Family, split: Split, rng: random.Random) -> str:
     """A terse follow-up asking for the same thing with `value_words` ("and NBR?")."""
-    side = "test" if split == "test" else "train"  # validation varies intents only
+    side = "test" if split == "test" else "train"  # validation reuses training follow-ups
     text = rng.choice(ELLIPSES[side]).format(v=value_words)
     if family.typos:
         text = misspell(text, family.typos, rng)

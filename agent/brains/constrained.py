@@ -100,10 +100,13 @@ class _Arg:
     bounds: tuple[float | None, float | None] = (None, None)  # a number's minimum, maximum
 
 
-def _handles_from(description: str, scenes: Sequence[str], results: Sequence[str]) -> list[str]:
+def _handles_from(
+    description: str, scenes: Sequence[str], results: Sequence[str]
+) -> list[str] | None:
+    """The session's handles a field described as a handle can take; None for other fields."""
     text = description.lower()
     if not text.startswith("handle"):
-        return []
+        return None
     return list(results) if "result" in text.split(",")[0] else list(scenes)
 
 
@@ -124,7 +127,7 @@ def call_arguments(spec: ToolSpec, scenes: Sequence[str], results: Sequence[str]
         main = options[0] if options else {}
         kind = main.get("type")
         handles = _handles_from(prop.get("description", ""), scenes, results)
-        if not handles and prop.get("description", "").lower().startswith("handle"):
+        if handles == []:
             continue  # the session has no handle of this kind: nothing valid to give
         choices: list[Any] | None = None
         if "enum" in main:
