@@ -63,6 +63,12 @@ class EvalConfig(BaseModel):
         default=None, description="Adapter to evaluate; the bundled one when unset."
     )
     compare_base: bool = Field(default=True, description="Also evaluate the base model.")
+    route_weight: float | None = Field(
+        default=None,
+        ge=0,
+        description="Weight of the adapter's tool router (tool_router.npz) in the name "
+        "choice; 0 turns it off; unset: the local brain's default.",
+    )
     limit: int | None = Field(default=60, ge=1, description="Most split items evaluated.")
     n_test: int = Field(default=300, ge=1, description="Conversations built for the split.")
     seed: int = Field(default=0, description="Seed of the split.")
@@ -288,16 +294,32 @@ def collect_items(config: EvalConfig) -> list[Item]:
     return items
 
 
-def local_brain(adapter: Path | None) -> Any:
-    from agent.brains.local import LocalBrain, cache_dir, convert_gguf, is_converted, load_model
+def local_brain(adapter: Path | None, route_weight: float | None = None) -> Any:
+    from agent.brains.local import (
+        ROUTE_WEIGHT,
+        LocalBrain,
+        cache_dir,
+        convert_gguf,
+        is_converted,
+        load_model,
+    )
+    from agent.brains.router import load_router
     from agent.settings import Settings
     from tools.registry import get_registry
 
     if not is_converted(cache_dir()):
         convert_gguf(cache_dir())
     model, tokenizer = load_model(cache_dir(), adapter)
-    # as `agent.brains.local.from_settings` builds it: calibrated only without adapter
-    brain = LocalBrain(model, tokenizer, calibrate=adapter is None)
+    # as `agent.brains.local.from_settings` builds it: calibrated only without adapter,
+    # routed by the adapter's router when it ships one
+    weight = ROUTE_WEIGHT if route_weight is None else route_weight
+    brain = LocalBrain(
+        model,
+        tokenizer,
+        calibrate=adapter is None,
+        router=load_router(adapter) if weight > 0 else None,
+        route_weight=weight,
+    )
     brain.warm_up(Settings().system_prompt(), list(get_registry()))
     return brain
 
@@ -315,7 +337,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         models["adapter"] = adapter
     report: dict[str, Any] = {"items": len(items), "models": {}}
     for label, path in models.items():
-        records = predict(local_brain(path), items)
+        records = predict(local_brain(path, config.route_weight), items)
         groups = sorted({r["group"] for r in records})
         report["models"][label] = {
             "metrics": {g: score([r for r in records if r["group"] == g]) for g in groups},

