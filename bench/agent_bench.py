@@ -203,7 +203,7 @@ def main() -> None:
             child = subprocess.run(cmd, capture_output=True, text=True, check=True)
             report["cold_start"] = json.loads(child.stdout.strip().splitlines()[-1])
 
-    from agent.brains.local import LocalBrain, cache_dir, convert_gguf, is_converted, load_model
+    from agent.brains.local import build_brain, cache_dir, convert_gguf, is_converted, load_model
     from agent.settings import Settings
     from tools.registry import get_registry
 
@@ -213,8 +213,7 @@ def main() -> None:
     cpu0, started = time.process_time(), time.perf_counter()
     model, tokenizer = load_model(cache_dir(), args.adapter)
     loaded = time.perf_counter()
-    calibrate = args.adapter is None  # as from_settings: calibration only without one
-    brain = LocalBrain(model, tokenizer, calibrate=calibrate)
+    brain = build_brain(model, tokenizer, args.adapter)  # as from_settings builds it
     brain.warm_up(Settings().system_prompt(), tools)
     report["warm_start"] = {
         "load_s": loaded - started,
@@ -236,7 +235,7 @@ def main() -> None:
         levers = {k: v for k, v in levers.items() if "baseline" not in k}
     turns: dict[str, Any] = {}
     for label, options in levers.items():
-        candidate = LocalBrain(model, tokenizer, calibrate=calibrate, **options)
+        candidate = build_brain(model, tokenizer, args.adapter, **options)
         candidate.warm_up(Settings().system_prompt(), tools)
         one_turn(candidate, tools)  # warms the caches and the allocator
         turns[label] = one_turn(candidate, tools)
@@ -246,7 +245,7 @@ def main() -> None:
     else:
         report["accuracy_no_adapter"] = accuracy(brain, tools)
         report["accuracy_no_adapter_uncalibrated"] = accuracy(
-            LocalBrain(model, tokenizer, calibrate=False), tools
+            build_brain(model, tokenizer, None, calibrate=False), tools
         )
     report["peak_rss_mb_warm_process"] = peak_rss_mb()
     report["cpu_s_per_wall_s"] = (time.process_time() - cpu0) / (time.perf_counter() - started)

@@ -295,31 +295,15 @@ def collect_items(config: EvalConfig) -> list[Item]:
 
 
 def local_brain(adapter: Path | None, route_weight: float | None = None) -> Any:
-    from agent.brains.local import (
-        ROUTE_WEIGHT,
-        LocalBrain,
-        cache_dir,
-        convert_gguf,
-        is_converted,
-        load_model,
-    )
-    from agent.brains.router import load_router
+    from agent.brains.local import build_brain, cache_dir, convert_gguf, is_converted, load_model
     from agent.settings import Settings
     from tools.registry import get_registry
 
     if not is_converted(cache_dir()):
         convert_gguf(cache_dir())
     model, tokenizer = load_model(cache_dir(), adapter)
-    # as `agent.brains.local.from_settings` builds it: calibrated only without adapter,
-    # routed by the adapter's router when it ships one
-    weight = ROUTE_WEIGHT if route_weight is None else route_weight
-    brain = LocalBrain(
-        model,
-        tokenizer,
-        calibrate=adapter is None,
-        router=load_router(adapter) if weight > 0 else None,
-        route_weight=weight,
-    )
+    options = {} if route_weight is None else {"route_weight": route_weight}
+    brain = build_brain(model, tokenizer, adapter, **options)
     brain.warm_up(Settings().system_prompt(), list(get_registry()))
     return brain
 

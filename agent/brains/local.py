@@ -473,6 +473,8 @@ class LocalBrain(TextBrain):
             self._system = system_prompt
             if self.calibrate and self.constrained:
                 self._name_prior(tools)
+        if self.router is not None and self.constrained:
+            self.router.warm_up()
 
     def respond(
         self,
@@ -637,6 +639,18 @@ def fixed_prefix(system: str, tools: Sequence[ToolSpec]) -> str:
     )
 
 
+def build_brain(model: Any, tokenizer: Any, adapter: Path | None, **options: Any) -> LocalBrain:
+    """The brain as the agent runs it with `adapter` merged into `model`."""
+    # The name-prior calibration corrects the base model's pull toward its few-shot
+    # examples; with the adapter it costs more than it gives (finetune/evaluate.py:
+    # 17 vs 16 of 20 requests, 0.54 vs 0.52 on held-out phrasings).
+    options.setdefault("calibrate", adapter is None)
+    options.setdefault("route_weight", ROUTE_WEIGHT)
+    if "router" not in options:
+        options["router"] = load_router(adapter) if options["route_weight"] > 0 else None
+    return LocalBrain(model, tokenizer, **options)
+
+
 def from_settings(settings: Settings, **options: Any) -> LocalBrain:
     """The embedded brain: convert the GGUF on first use, load, merge the adapter,
     and prefill the fixed prompt prefix for the configured system prompt."""
@@ -650,13 +664,7 @@ def from_settings(settings: Settings, **options: Any) -> LocalBrain:
         convert_gguf(folder)
     adapter = adapter_dir(settings)
     model, tokenizer = load_model(folder, adapter)
-    # The name-prior calibration corrects the base model's pull toward its few-shot
-    # examples; with the adapter it costs more than it gives (finetune/evaluate.py:
-    # 17 vs 16 of 20 requests, 0.54 vs 0.52 on held-out phrasings).
-    options.setdefault("calibrate", adapter is None)
-    options.setdefault("router", load_router(adapter))
-    options.setdefault("route_weight", ROUTE_WEIGHT)
-    brain = LocalBrain(model, tokenizer, **options)
+    brain = build_brain(model, tokenizer, adapter, **options)
     from tools.registry import get_registry
 
     with contextlib.suppress(OSError):

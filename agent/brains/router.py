@@ -73,6 +73,12 @@ class ToolRouter:
                 floor=floor,
             )
 
+    def warm_up(self) -> None:
+        """Load the encoder now (~2 s), so the first routed call does not pay for it."""
+        from tools.archive import text_encoder
+
+        text_encoder()
+
     def prior(self, request: str, names: Sequence[str]) -> dict[str, float]:
         """P(tool | request) over `names` (the tools the decoder may pick); sums to 1."""
         from tools.archive import embed_texts
