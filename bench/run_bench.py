@@ -112,6 +112,11 @@ def run(backend: str, tasks: Path, plan: Path, work: Path) -> dict[str, Any]:
         "tool_calls": len(calls),
         "tool_calls_ok": sum(bool(c["ok"]) for c in calls),
         "expected_tool_chosen": sum(a == b for a, b in zip(first_tools, expected, strict=True)),
+        "misses": [
+            f"{request} -> {got} (expected {want})"
+            for (request, want, _), got in zip(REQUESTS, first_tools, strict=True)
+            if got != want
+        ],
     }
 
 
