@@ -30,17 +30,27 @@ def labelled_requests(examples: Sequence[Example]) -> tuple[list[str], list[str]
     return texts, labels
 
 
-def build_router(n: int = 4000, seed: int = 0) -> ToolRouter:
+def build_router(n: int = 4000, seeds: Sequence[int] = (0,)) -> ToolRouter:
+    """From `n` training conversations per seed (more seeds: denser neighbours)."""
     from tools.registry import get_registry
 
-    texts, labels = labelled_requests(build_examples(list(get_registry()), n, "train", seed))
+    texts: list[str] = []
+    labels: list[str] = []
+    for seed in seeds:
+        more = labelled_requests(build_examples(list(get_registry()), n, "train", seed))
+        texts += more[0]
+        labels += more[1]
     return ToolRouter.from_texts(texts, labels)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the tool router from training data.")
-    parser.add_argument("--n", type=int, default=4000, help="training conversations to build")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the training split")
+    parser.add_argument(
+        "--n", type=int, default=4000, help="training conversations to build per seed"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="seeds of the training split"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -48,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="where to write the router (next to the adapter it serves)",
     )
     args = parser.parse_args(argv)
-    router = build_router(args.n, args.seed)
+    router = build_router(args.n, args.seeds)
     print(router.save(args.out), f"{len(router.labels)} requests, {len(router.tools)} tools")
 
 
