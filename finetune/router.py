@@ -14,6 +14,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.brains.local import BUNDLED_ADAPTER_DIR
 from agent.brains.router import ROUTER_FILE, ToolRouter
 from finetune.data import Example, build_examples, final_step
 
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("finetune/adapters/local") / ROUTER_FILE,
+        default=BUNDLED_ADAPTER_DIR / ROUTER_FILE,
         help="where to write the router (next to the adapter it serves)",
     )
     args = parser.parse_args(argv)

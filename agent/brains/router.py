@@ -116,4 +116,12 @@ def load_router(adapter: Path | None) -> ToolRouter | None:
             stacklevel=2,
         )
         return None
-    return ToolRouter.load(path)
+    try:
+        return ToolRouter.load(path)
+    except Exception as exc:
+        from agent.brains.base import BrainError
+
+        raise BrainError(
+            f"The tool router {path} is unreadable ({type(exc).__name__}: {str(exc)[:120]}); "
+            f"rebuild it with python -m finetune.router --out {path}, or delete it."
+        ) from exc
