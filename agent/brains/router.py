@@ -19,13 +19,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
 ROUTER_FILE = "tool_router.npz"
+NO_TOOL = "-"  # the label of a request answered without a tool (chit-chat, a decline)
 _SCALE = 127.0
 
 
@@ -37,6 +38,7 @@ class ToolRouter:
     k: int = 30
     temperature: float = 0.05  # of the cosine similarity in the vote weights
     floor: float = 0.1  # share of the prior spread evenly over the offered tools
+    _last: tuple[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_texts(
@@ -81,20 +83,47 @@ class ToolRouter:
 
         text_encoder()
 
-    def prior(self, request: str, names: Sequence[str]) -> dict[str, float]:
-        """P(tool | request) over `names` (the tools the decoder may pick); sums to 1."""
+    def _similarity(self, request: str) -> np.ndarray:
+        """Cosine similarity of the request to every stored one (the last request's
+        encoding is kept: the call gate and the name prior ask about the same one)."""
         from tools.archive import embed_texts
 
+        if self._last is None or self._last[0] != request:
+            query = embed_texts([request])[0]
+            self._last = (request, (self.vectors.astype(np.float32) @ query) / _SCALE)
+        return self._last[1]
+
+    def _votes(self, similarity: np.ndarray) -> dict[str, float]:
+        votes: dict[str, float] = {}
+        for i in np.argsort(-similarity)[: self.k]:
+            name = self.tools[int(self.labels[i])]
+            weight = math.exp((float(similarity[i]) - 1.0) / self.temperature)
+            votes[name] = votes.get(name, 0.0) + weight
+        return votes
+
+    def call_share(self, request: str) -> float | None:
+        """P(the request needs a tool), from the nearest requests with and without one,
+        with the floor's share spread over both; None when no stored request is a
+        no-tool one."""
+        if NO_TOOL not in self.tools:
+            return None
+        votes = self._votes(self._similarity(request))
+        total = sum(votes.values())
+        called = total - votes.get(NO_TOOL, 0.0)
+        return (1 - self.floor) * called / total + self.floor / 2 if total > 0 else 0.5
+
+    def prior(self, request: str, names: Sequence[str]) -> dict[str, float]:
+        """P(tool | request) over `names` (the tools the decoder may pick); sums to 1.
+        Only requests that called a tool vote."""
         if not names:
             return {}
-        query = embed_texts([request])[0]
-        similarity = (self.vectors.astype(np.float32) @ query) / _SCALE
-        nearest = np.argsort(-similarity)[: self.k]
+        similarity = self._similarity(request)
+        if NO_TOOL in self.tools:
+            similarity = np.where(self.labels == self.tools.index(NO_TOOL), -np.inf, similarity)
         votes = dict.fromkeys(names, 0.0)
-        for i in nearest:
-            name = self.tools[int(self.labels[i])]
+        for name, weight in self._votes(similarity).items():
             if name in votes:
-                votes[name] += math.exp((float(similarity[i]) - 1.0) / self.temperature)
+                votes[name] += weight
         total = sum(votes.values())
         even = 1.0 / len(names)
         if total <= 0.0:
