@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -452,16 +452,23 @@ class LocalBrain(TextBrain):
 
     def _tool_prior(self, tools: Sequence[ToolSpec]) -> dict[str, float] | None:
         """The router's P(tool | request), for the first call after a user message."""
+        prior = self._ask_router(lambda r, request: r.prior(request, [s.name for s in tools]))
+        if prior is not None:
+            self.last_stats["routed"] = True
+        return prior
+
+    def _ask_router(self, question: Callable[[ToolRouter, str], Any]) -> Any:
+        """The router's answer about the pending request; None when there is no router,
+        no request, a zero weight, or the encoder failed (then the router is turned off
+        with a warning and the model chooses alone from now on)."""
         if self.router is None or not self._request or self.route_weight == 0:
             return None
         try:
-            prior = self.router.prior(self._request, [spec.name for spec in tools])
-        except Exception as exc:  # the encoder failed: the model chooses alone from now on
+            return question(self.router, self._request)
+        except Exception as exc:
             warnings.warn(f"The tool router is off: {type(exc).__name__}: {exc}", stacklevel=2)
             self.router = None
             return None
-        self.last_stats["routed"] = True
-        return prior
 
     def _router_opens_call(self, stream: TokenStream) -> bool:
         """Whether the router turns the model's answer into a call: the model's
@@ -476,10 +483,7 @@ class LocalBrain(TextBrain):
         opening = [i for i in self._call_tokens() if i < logits.shape[0]]
         if int(logits.argmax()) in opening:
             return False  # the model calls anyway
-        try:
-            share = self.router.call_share(self._request)
-        except Exception:
-            return False  # _tool_prior reports a broken encoder
+        share = self._ask_router(lambda r, request: r.call_share(request))
         if share is None:
             return False
         log_p = torch.log_softmax(logits, dim=0)
