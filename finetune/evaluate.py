@@ -66,8 +66,8 @@ class EvalConfig(BaseModel):
     route_weight: float | None = Field(
         default=None,
         ge=0,
-        description="Weight of the adapter's tool router (tool_router.npz) in the name "
-        "choice; 0 turns it off; unset: the local brain's default.",
+        description="Weight of the adapter's tool router (tool_router.npz) in the choice "
+        "to call and of the tool name; 0 turns it off; unset: the local brain's default.",
     )
     limit: int | None = Field(default=60, ge=1, description="Most split items evaluated.")
     n_test: int = Field(default=300, ge=1, description="Conversations built for the split.")

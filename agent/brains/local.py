@@ -54,7 +54,7 @@ _MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 _SESSION_MARK = "\n\nIn this session:\n"
 _STOPS = ("\n###", "\n\n", CLOSE_TAG)
 # Weight of the adapter's tool router (agent.brains.router) against the model's own
-# log-probabilities in the tool-name choice; chosen on the validation split.
+# log-probabilities, in the choice to call and of the tool name; chosen on validation.
 ROUTE_WEIGHT = 1.0
 
 FORMAT = (
@@ -342,7 +342,7 @@ class LocalBrain(TextBrain):
         max_free_call_tokens: int = 64,
         calibrate: bool = True,
         router: ToolRouter | None = None,
-        route_weight: float = 1.0,
+        route_weight: float = ROUTE_WEIGHT,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -457,11 +457,15 @@ class LocalBrain(TextBrain):
             self.last_stats["routed"] = True
         return prior
 
+    def _routes(self) -> bool:
+        """Whether the router has a say in this step: the turn's first, with a router."""
+        return self.router is not None and bool(self._request) and self.route_weight > 0
+
     def _ask_router(self, question: Callable[[ToolRouter, str], Any]) -> Any:
         """The router's answer about the pending request; None when there is no router,
         no request, a zero weight, or the encoder failed (then the router is turned off
         with a warning and the model chooses alone from now on)."""
-        if self.router is None or not self._request or self.route_weight == 0:
+        if not self._routes():
             return None
         try:
             return question(self.router, self._request)
@@ -477,7 +481,7 @@ class LocalBrain(TextBrain):
         thinks needs no tool is left to the model."""
         import torch
 
-        if self.router is None or not self._request or self.route_weight == 0:
+        if not self._routes():
             return False
         logits = self.head(stream.flush()[None])[0].float()
         opening = [i for i in self._call_tokens() if i < logits.shape[0]]

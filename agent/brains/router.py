@@ -78,7 +78,7 @@ class ToolRouter:
             )
 
     def warm_up(self) -> None:
-        """Load the encoder now (~2 s), so the first routed call does not pay for it."""
+        """Load the encoder now, so the first routed call does not pay for it."""
         from tools.archive import text_encoder
 
         text_encoder()
