@@ -39,8 +39,8 @@ bench: install
 	$(BIN)/python bench/run_all.py
 
 lint: install
-	$(BIN)/ruff check agent tools tests bench
-	$(BIN)/mypy agent tools
+	$(BIN)/ruff check agent tools tests bench finetune
+	$(BIN)/mypy agent tools finetune
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -89,7 +89,7 @@ def _string(tool: str, name: str, args: dict[str, Any], rng: random.Random) -> s
     if name == "sensor_title":
         return rng.choice([s.title for s in SENSORS.values()])
     if name == "path" and "result" in args:
-        return f"/work/exports/{args['result']}.{_EXTENSIONS.get(args.get('format'), 'tif')}"
+        return f"/work/exports/{args['result']}.{_EXTENSIONS.get(str(args.get('format')), 'tif')}"
     if name == "query":
         return f"text: {args.get('text') or rng.choice(SEARCH_TEXTS)}"
     if name == "caption":
@@ -166,7 +166,7 @@ def _vocabulary(tool: str, name: str, args: dict[str, Any], rng: random.Random) 
     if (tool, name) in tables:
         return tables[(tool, name)]
     if tool == "zonal_stats" and name in ("classes", "class_area_ha", "counts"):
-        return rng.choice((CLASS_NAMES, list(DAMAGE_CLASSES), burn))
+        return rng.choice([list(CLASS_NAMES), list(DAMAGE_CLASSES), list(burn)])
     if name in ("hits", "already_indexed", "added"):
         return [_archive_file(rng) for _ in range(rng.randint(2, 5))]
     if name == "bands":
@@ -270,7 +270,7 @@ def _coherent(out: dict[str, Any]) -> dict[str, Any]:
         out["top_label"] = labels[0]["label"]
     shares = out.get("shares")
     if isinstance(shares, dict) and shares:
-        out["dominant"] = max(shares, key=shares.get)
+        out["dominant"] = max(shares, key=lambda name: shares[name])
     return out
 
 

@@ -25,6 +25,7 @@ _SAME = ("r", "lora_alpha", "target_modules", "base_model_name_or_path", "task_t
 
 def average_adapters(folders: Sequence[Path], out: Path) -> Path:
     """Write the mean of the adapters in `folders` to `out` (weights and config)."""
+    import torch
     from safetensors.torch import load_file, save_file
 
     if len(folders) < 2:
@@ -44,7 +45,7 @@ def average_adapters(folders: Sequence[Path], out: Path) -> Path:
     tensors = [load_file(folder / WEIGHTS) for folder in folders]
     if any(t.keys() != tensors[0].keys() for t in tensors):
         raise ValueError("the adapters hold different LoRA matrices; retrain one of them")
-    mean = {k: sum(t[k] for t in tensors) / len(tensors) for k in tensors[0]}
+    mean = {k: torch.stack([t[k] for t in tensors]).mean(dim=0) for k in tensors[0]}
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in mean.items()}, out / WEIGHTS)
     shutil.copyfile(folders[0] / CONFIG, out / CONFIG)

@@ -477,7 +477,7 @@ class LocalBrain(TextBrain):
         """The router's answer about the pending request; None when there is no router,
         no request, a zero weight, or the encoder failed (then the router is turned off
         with a warning and the model chooses alone from now on)."""
-        if not self._routes():
+        if self.router is None or not self._request or not self._routes():
             return None
         try:
             return question(self.router, self._request)
