@@ -15,7 +15,7 @@ A linear probe was chosen over a similarity-weighted vote of the nearest trainin
 requests (this module's first version) by how often each alone picks the right tool on
 the validation split (`python -m finetune.router --check`; figures in the model card).
 
-The router ships next to the adapter (`tool_router.npz`, ~40 kB), trained on the same
+The router ships next to the adapter (`tool_router.npz`, 33 kB), trained on the same
 training split by `python -m finetune.router`.
 """
 
