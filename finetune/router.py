@@ -56,11 +56,12 @@ def router_accuracy(router: ToolRouter, examples: Sequence[Example]) -> dict[str
     texts, labels = labelled_requests(examples)
     named = called = tool_items = 0
     for example, text, label in zip(examples, texts, labels, strict=True):
-        expected = previous_tool(example) if label == SAME_TOOL else label
+        previous = previous_tool(example)
+        expected = previous if label == SAME_TOOL else label
         share = router.call_share(text)
         called += (share is None or share > 0.5) == (expected != NO_TOOL)
         if expected != NO_TOOL:
-            prior = router.prior(text, names, previous_tool(example))
+            prior = router.prior(text, names, previous)
             named += max(prior, key=prior.__getitem__) == expected
             tool_items += 1
     return {"tool_name": named / max(1, tool_items), "call_or_not": called / len(examples)}

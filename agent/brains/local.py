@@ -242,6 +242,7 @@ class TokenStream:
         self.pending: list[int] = []
         self.head = head  # free-text head: hidden -> logits over the vocabulary
         self._hidden: torch.Tensor | None = None
+        self._logits: tuple[torch.Tensor, torch.Tensor] | None = None  # (hidden, logits)
         self.forwards = 0
 
     @classmethod
@@ -254,6 +255,7 @@ class TokenStream:
         twin = TokenStream(self.model, copy.deepcopy(self.cache), self.ids, self.head)
         twin.pending = list(self.pending)
         twin._hidden = self._hidden
+        twin._logits = self._logits
         return twin
 
     def push(self, token_ids: Sequence[int]) -> None:
@@ -283,12 +285,19 @@ class TokenStream:
             rows = self.model.lm_head.weight[list(token_ids)]
             return (rows @ hidden).tolist()
 
-    def argmax(self) -> int:
+    def logits(self) -> torch.Tensor:
+        """The free-text head's logits after the last token (kept until the next one:
+        the call gate and the first free token read the same ones)."""
         import torch
 
         hidden = self.flush()
-        with torch.inference_mode():
-            return int(self.head(hidden[None])[0].argmax())
+        if self._logits is None or self._logits[0] is not hidden:
+            with torch.inference_mode():
+                self._logits = (hidden, self.head(hidden[None])[0])
+        return self._logits[1]
+
+    def argmax(self) -> int:
+        return int(self.logits().argmax())
 
 
 @dataclass
@@ -469,18 +478,22 @@ class LocalBrain(TextBrain):
             self.last_stats["routed"] = True
         return prior
 
-    def _routes(self) -> bool:
-        """Whether the router has a say in this step: the turn's first, with a router."""
-        return self.router is not None and bool(self._request) and self.route_weight > 0
+    def _route(self) -> tuple[ToolRouter, str] | None:
+        """The router and the pending request, when the router has a say in this step:
+        the turn's first, with a router and a positive weight."""
+        if self.router is None or not self._request or self.route_weight <= 0:
+            return None
+        return self.router, self._request
 
     def _ask_router(self, question: Callable[[ToolRouter, str], Any]) -> Any:
         """The router's answer about the pending request; None when there is no router,
         no request, a zero weight, or the encoder failed (then the router is turned off
         with a warning and the model chooses alone from now on)."""
-        if self.router is None or not self._request or not self._routes():
+        route = self._route()
+        if route is None:
             return None
         try:
-            return question(self.router, self._request)
+            return question(*route)
         except Exception as exc:
             warnings.warn(f"The tool router is off: {type(exc).__name__}: {exc}", stacklevel=2)
             self.router = None
@@ -493,9 +506,9 @@ class LocalBrain(TextBrain):
         thinks needs no tool is left to the model."""
         import torch
 
-        if not self._routes():
+        if self._route() is None:
             return False
-        logits = self.head(stream.flush()[None])[0].float()
+        logits = stream.logits().float()
         opening = [i for i in self._call_tokens() if i < logits.shape[0]]
         if int(logits.argmax()) in opening:
             return False  # the model calls anyway

@@ -62,7 +62,7 @@ class ToolRouter:
             fit = LogisticRegression(C=c, max_iter=5000).fit(vectors, list(labels))
             weights, bias = fit.coef_, fit.intercept_
             if len(tools) == 2:  # sklearn's binary form: P(second) = sigmoid(w.x + b)
-                weights, bias = np.vstack([0 * weights, weights]), np.r_[0.0, bias]
+                weights, bias = np.vstack([np.zeros_like(weights), weights]), np.r_[0.0, bias]
         return cls(weights.astype(np.float32), bias.astype(np.float32), tools, floor=floor)
 
     def save(self, path: Path) -> Path:
